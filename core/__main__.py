@@ -1,0 +1,256 @@
+"""Command line: ``python -m core train | unlearn | bench | info``.
+
+Every user mistake ends with one sentence on stderr and exit code 2, with nothing written.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from dataclasses import replace
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+
+
+def _command_line() -> str:
+    return "python -m core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _count(value: str) -> int | float | str:
+    """K/H on the command line: an integer count, a share in (0, 1), or 'auto'."""
+    if value == "auto":
+        return value
+    number = float(value)
+    return int(number) if number.is_integer() and number >= 1 else number
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH")
+    parser.add_argument("--arch", default="cnn", help="mlp, cnn, allcnn, vgg11, vgg16, resnet18, resnet50 or a torchvision name")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset (else $UNLEARN_DATA_DIR, else download)")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Unlearning Lab: zero-shot class unlearning with LRP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model and write a checkpoint with its model card")
+    _common(train)
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--out", default=None, help="checkpoint path (.safetensors); never overwritten")
+
+    un = sub.add_parser("unlearn", help="forget one class and report per-class accuracy before and after")
+    _common(un)
+    un.add_argument("--forget", type=int, required=True, help="the class to forget")
+    un.add_argument("--model", default=None, help="checkpoint to use instead of the shipped one")
+    un.add_argument("--k", type=_count, default=None, help="top-K units per image (count, or share of the layer width)")
+    un.add_argument("--h", type=_count, default=None, help="H units kept per layer (count, share, or auto)")
+    un.add_argument("--layers", nargs="+", default=None, help="stages whose output units are analysed")
+    un.add_argument("--rule", default=None, help="LRP rule: epsilon, epsilon-plus-flat, alpha1-beta0, alpha2-beta1, gamma")
+    un.add_argument("--selection", default=None, choices=["frequency", "contrast"])
+    un.add_argument("--method", default=None, choices=["zero", "gaussian", "laplace"])
+    un.add_argument("--target", default=None, choices=["in", "out", "both"])
+    un.add_argument("--strength", type=float, default=None)
+    un.add_argument("--recipe", default="ours", choices=["ours", "paper"], help="defaults to start from")
+    un.add_argument("--pool-per-class", type=int, default=100, help="held-out images per class in the analysis pool")
+    un.add_argument("--save", default=None, help="write the unlearned checkpoint here (never overwrites)")
+    un.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    bench = sub.add_parser("bench", help="compare unlearning methods with retraining")
+    bench.add_argument("--profile", default="quick", choices=["quick", "full"])
+    bench.add_argument("--methods", nargs="+", default=None)
+    bench.add_argument("--datasets", nargs="+", default=None)
+    bench.add_argument("--seeds", type=int, default=None)
+    bench.add_argument("--classes", type=int, nargs="+", default=None, help="forget classes (default: per profile)")
+    bench.add_argument("--data-dir", default=None)
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--out", default="bench-results", help="folder for the CSV, summary and figures")
+
+    sub.add_parser("info", help="list datasets, architectures and shipped checkpoints")
+    return parser
+
+
+# ----------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    import torch
+
+    from core.compute import pick_device, set_threads
+    from core.data import load_split
+    from core.evaluate import evaluate
+    from core.models import ModelCard, build_model, save_checkpoint
+    from core.train import recipe_for, tqdm_progress, train_model
+
+    set_threads()
+    out = Path(args.out or f"models/{args.dataset.replace(':', '_').replace('/', '_')}-{args.arch}-seed{args.seed}.safetensors")
+    if out.exists():
+        raise UserError(f"'{out}' already exists; choose another --out (existing files are never overwritten).")
+    train_set = load_split(args.dataset, "train", args.data_dir)
+    test_set = load_split(args.dataset, "test", args.data_dir)
+    info = train_set.info
+    config = recipe_for(args.dataset.split(":")[0], epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    device = pick_device(args.device)
+    model = build_model(args.arch, info.num_classes, info.input_shape, seed=args.seed).to(device)
+    update, close = tqdm_progress(f"train {args.arch} on {args.dataset}")
+    start = dt.datetime.now()
+    train_model(model, train_set, config, update)
+    close()
+    model = model.cpu().eval()
+    result = evaluate(model, test_set)
+    card = ModelCard(arch=args.arch, dataset=args.dataset, classes=list(info.classes), input_shape=list(info.input_shape),
+                     mean=list(info.mean), std=list(info.std), seed=args.seed, command=_command_line(),
+                     per_class_accuracy=[round(a, 4) for a in result.per_class], test_accuracy=round(result.overall, 4),
+                     created=start.strftime("%Y-%m-%d"),
+                     notes={"train_config": config.to_dict(), "device": str(device), "torch": torch.__version__,
+                            "train_seconds": round((dt.datetime.now() - start).total_seconds(), 1)})
+    save_checkpoint(model, card, out)
+    print(f"test accuracy {result.overall:.4f}; wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- unlearn
+def load_model_for(args):
+    """The model and card to unlearn: ``--model`` (card from its sidecar/metadata, else built from
+    --dataset/--arch), else the shipped checkpoint for --dataset/--arch."""
+    from core.data import dataset_info
+    from core.models import ModelCard, load_checkpoint, shipped_checkpoint
+
+    if args.model:
+        path = Path(args.model)
+        try:
+            return load_checkpoint(path) + (path,)
+        except UserError as exc:
+            if "has no model card" not in str(exc):
+                raise
+        info = dataset_info(args.dataset, args.data_dir)
+        card = ModelCard(arch=args.arch, dataset=args.dataset, classes=list(info.classes),
+                         input_shape=list(info.input_shape), mean=list(info.mean), std=list(info.std))
+        return load_checkpoint(path, card) + (path,)
+    path = shipped_checkpoint(args.dataset, args.arch)
+    if not path.is_file():
+        raise UserError(f"No shipped checkpoint for {args.dataset}/{args.arch}; train one with "
+                        f"'python -m core train --dataset {args.dataset} --arch {args.arch}' and pass it with --model.")
+    return load_checkpoint(path) + (path,)
+
+
+def config_from_args(args):
+    """The recipe's defaults with every option the user gave."""
+    from core.unlearn import PAPER_CONFIG, default_config
+
+    base = PAPER_CONFIG if args.recipe == "paper" else default_config()
+    overrides = {"k": args.k, "h": args.h, "layers": tuple(args.layers) if args.layers else None, "rule": args.rule,
+                 "selection": args.selection, "method": args.method, "target": args.target, "strength": args.strength,
+                 "seed": args.seed}
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_unlearn(args) -> int:
+    from core.compute import pick_device, set_threads
+    from core.data import load_split, split_heldout
+    from core.evaluate import evaluate
+    from core.models import ModelCard, file_checksum, save_checkpoint
+    from core.unlearn import check_class, unlearn
+
+    from core.data import dataset_info
+
+    set_threads()
+    dataset_info(args.dataset, args.data_dir)          # an unknown dataset name fails first, clearly
+    model, card, source = load_model_for(args)
+    if card.dataset != args.dataset and args.model is None:
+        raise UserError(f"The checkpoint was trained on {card.dataset}, not {args.dataset}.")
+    check_class(args.forget, card.num_classes)
+    save = Path(args.save) if args.save else None
+    if save is not None and (save.exists() or save.with_suffix(".json").exists()):
+        raise UserError(f"'{save}' already exists; choose another --save path (existing files are never overwritten).")
+    device = pick_device(args.device)
+    test = load_split(card.dataset, "test", args.data_dir)
+    if test.info.num_classes != card.num_classes:
+        raise UserError(f"The checkpoint has {card.num_classes} classes but {card.dataset} has {test.info.num_classes}.")
+    pool, eval_set = split_heldout(test, args.pool_per_class, args.seed)
+    model = model.to(device)
+    config = config_from_args(args)
+    before = evaluate(model, eval_set, args.forget)
+    result = unlearn(model, pool, args.forget, config)
+    after = evaluate(result.model, eval_set, args.forget)
+    report = {
+        "forget_class": args.forget, "dataset": card.dataset, "arch": card.arch, "model": str(source),
+        "per_class_before": before.per_class, "per_class_after": after.per_class,
+        "forget_acc_before": before.forget_acc, "forget_acc_after": after.forget_acc,
+        "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
+        "selected_units": result.path.units, "seconds_unlearn": result.seconds_unlearn,
+        "seconds_breakdown": result.seconds, "analysis_size": len(pool), "analysis_images_used": result.path.settings["n_images"],
+        "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
+    }
+    if save is not None:
+        new_card = ModelCard(**{**card.__dict__, "per_class_accuracy": [round(a, 4) for a in after.per_class],
+                                "test_accuracy": None, "command": _command_line(),
+                                "created": dt.date.today().isoformat(),
+                                "notes": {"unlearned_from": str(source), "source_sha256": file_checksum(source),
+                                          "forget_class": args.forget, "parameters": config.to_dict(),
+                                          "metrics": {k: report[k] for k in ("forget_acc_before", "forget_acc_after",
+                                                                             "retain_acc_before", "retain_acc_after",
+                                                                             "seconds_unlearn", "eval_size")},
+                                          "accuracy_on": "evaluation set (held-out, disjoint from the analysis pool)"}})
+        save_checkpoint(result.model.cpu(), new_card, save)
+        report["saved"] = str(save)
+    print(json.dumps(report) if args.json else format_report(report, card.classes))
+    return 0
+
+
+def format_report(report: dict, classes: list[str]) -> str:
+    lines = [f"Forgetting class {report['forget_class']} ({classes[report['forget_class']]}) of "
+             f"{report['dataset']}/{report['arch']} on {report['device']}",
+             f"analysis pool {report['analysis_size']} held-out images ({report['analysis_images_used']} of the forget class used), "
+             f"evaluation set {report['eval_size']} images", "",
+             f"{'class':<14}{'before':>8}{'after':>8}"]
+    for c, (b, a) in enumerate(zip(report["per_class_before"], report["per_class_after"])):
+        mark = "  <- forget" if c == report["forget_class"] else ""
+        lines.append(f"{classes[c][:13]:<14}{b:>8.1%}{a:>8.1%}{mark}")
+    lines += ["", f"forget accuracy {report['forget_acc_before']:.1%} -> {report['forget_acc_after']:.1%}",
+              f"retain accuracy {report['retain_acc_before']:.1%} -> {report['retain_acc_after']:.1%}",
+              f"unlearning took {report['seconds_unlearn']:.3f} s "
+              f"(relevance and selection {report['seconds_breakdown']['relevance_and_selection']:.3f} s, "
+              f"perturbation {report['seconds_breakdown']['perturbation']:.3f} s; evaluation not included)",
+              "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items())]
+    if "saved" in report:
+        lines.append(f"wrote {report['saved']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- bench / info
+def cmd_bench(args) -> int:
+    from core.bench import run_bench_cli
+
+    return run_bench_cli(args)
+
+
+def cmd_info(args) -> int:
+    from core.data import DATASETS
+    from core.models import ARCHITECTURES, shipped_checkpoints
+    from core.relevance import RULES
+
+    print("datasets:", ", ".join(DATASETS), "imagefolder:PATH")
+    print("architectures:", ", ".join(ARCHITECTURES), "+ torchvision names")
+    print("LRP rules:", ", ".join(RULES))
+    for path, card in shipped_checkpoints():
+        print(f"shipped: {path.parent.name}/{path.stem}  test accuracy {card.test_accuracy}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "unlearn": cmd_unlearn, "bench": cmd_bench, "info": cmd_info}[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

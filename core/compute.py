@@ -1,0 +1,91 @@
+"""Where and how models run: device choice, batched inference, and the activation cache.
+
+The activation cache stores the evaluation set's activations at the input of one stage of a
+``nn.Sequential`` model. A perturbation that only edits that stage or later ones is then
+re-evaluated by running just the tail: ``logits = tail(cached)`` instead of ``model(images)``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; any other value is used as given."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_threads() -> None:
+    """Use every core for torch on CPU unless the user set ``OMP_NUM_THREADS``."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for ``images`` in batches, on the model's device, returned on the CPU."""
+    device = model_device(model)
+    outputs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_children()]
+
+
+def stage_index_of(model: nn.Module, param_or_module_name: str) -> int:
+    """Index of the top-level stage that contains a parameter or module name (``fc1.weight`` -> fc1)."""
+    top = param_or_module_name.split(".")[0].split(":")[0]
+    names = stage_names(model)
+    if top not in names:
+        raise KeyError(f"'{param_or_module_name}' is not inside a top-level stage of the model")
+    return names.index(top)
+
+
+@dataclass
+class ActivationCache:
+    """Evaluation-set activations at the input of stage ``start`` of a Sequential model.
+
+    ``tail_logits(variant)`` runs stages ``start:`` of ``variant`` (same architecture, possibly
+    perturbed from ``start`` on) on the cached tensor; the result equals ``variant(images)``.
+    """
+
+    start: int
+    activations: torch.Tensor
+    batch_size: int = 2048
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: nn.Module, images: torch.Tensor, start: int, batch_size: int = 2048) -> "ActivationCache":
+        if not isinstance(model, nn.Sequential):
+            start = 0
+        head = model[:start] if start > 0 else nn.Identity()
+        device = model_device(model)
+        parts = [head(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        acts = torch.cat(parts) if parts else images[:0]
+        return cls(start=start, activations=acts, batch_size=batch_size)
+
+    def covers(self, model: nn.Module, first_changed_stage: int) -> bool:
+        """True when every stage before ``start`` is unchanged, so the cache is valid."""
+        return first_changed_stage >= self.start
+
+    @torch.no_grad()
+    def tail_logits(self, variant: nn.Module) -> torch.Tensor:
+        tail = variant[self.start:] if isinstance(variant, nn.Sequential) else variant
+        acts = self.activations
+        return torch.cat([tail(acts[i:i + self.batch_size]).float().cpu()
+                          for i in range(0, len(acts), self.batch_size)])

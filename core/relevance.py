@@ -1,0 +1,203 @@
+"""Layer-wise Relevance Propagation through zennit.
+
+LRP starts at the target logit, R_out = f_c(x) on the target class and 0 elsewhere, and moves
+relevance backwards layer by layer. The epsilon rule for a layer z_j = sum_i a_i w_ij + b_j is
+
+    R_i = sum_j  a_i w_ij / (z_j + eps * sign(z_j)) * R_j .
+
+In zennit the rules are autograd hooks, so the *gradient* that reaches any intermediate tensor
+inside the composite's context already is the relevance of that tensor (no multiplication by the
+activation). With biases zeroed and eps -> 0 the total is conserved: sum_i R_i = f_c(x) at every layer.
+
+All LRP runs on a private twin (a deep copy made once), so hooks and canonizers never touch the
+model that is perturbed or evaluated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonPlusFlat, LayerMapComposite, layer_map_base
+from zennit.rules import AlphaBeta, Epsilon, Gamma
+from zennit.torchvision import ResNetCanonizer
+from zennit.types import Convolution, Linear
+
+from core.errors import UserError
+from core.models import clone_model, default_layer
+
+RULES = ("epsilon", "epsilon-plus-flat", "alpha1-beta0", "alpha2-beta1", "gamma")
+
+
+def _layer_rule(rule: str, epsilon: float, zero_params):
+    """The rule applied to every Linear and Conv layer (all but epsilon-plus-flat)."""
+    kw = {"zero_params": zero_params}
+    rules = {
+        "epsilon": lambda: Epsilon(epsilon=epsilon, **kw),
+        "alpha1-beta0": lambda: AlphaBeta(alpha=1.0, beta=0.0, **kw),
+        "alpha2-beta1": lambda: AlphaBeta(alpha=2.0, beta=1.0, **kw),
+        "gamma": lambda: Gamma(gamma=0.25, **kw),
+    }
+    return rules[rule]()
+
+
+def make_composite(model: nn.Module, rule: str = "epsilon", epsilon: float = 0.1, zero_bias: bool = False):
+    """A zennit composite applying ``rule`` to every Linear/Conv layer, with canonizers that merge
+    BatchNorm into the preceding layer and turn ResNet skip connections into explicit sums.
+    ``epsilon-plus-flat`` is zennit's recipe: flat on the first layer, z+ on convolutions,
+    epsilon on dense layers."""
+    zero_params = "bias" if zero_bias else None
+    canonizers = [ResNetCanonizer()] if _has_resnet_blocks(model) else [SequentialMergeBatchNorm()]
+    if rule == "epsilon-plus-flat":
+        return EpsilonPlusFlat(epsilon=epsilon, stabilizer=1e-9, zero_params=zero_params, canonizers=canonizers)
+    layer_rule = _layer_rule(rule, epsilon, zero_params)
+    return LayerMapComposite(layer_map_base(stabilizer=1e-9) + [(Convolution, layer_rule), (Linear, layer_rule)],
+                             canonizers=canonizers)
+
+
+def _has_resnet_blocks(model: nn.Module) -> bool:
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    return any(isinstance(m, (BasicBlock, Bottleneck)) for m in model.modules())
+
+
+def unit_relevance(tensor_relevance: torch.Tensor) -> torch.Tensor:
+    """Relevance per unit: a Linear unit as is, a Conv channel summed over its spatial positions."""
+    return tensor_relevance.flatten(2).sum(-1) if tensor_relevance.dim() > 2 else tensor_relevance
+
+
+@dataclass
+class RelevanceResult:
+    """LRP of a batch: input heatmaps (N,C,H,W), per-layer unit relevance (N, units), logits, targets."""
+
+    input: torch.Tensor
+    layers: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def heatmaps(self) -> torch.Tensor:
+        """Input relevance summed over colour channels: (N, H, W)."""
+        return self.input.sum(1)
+
+
+class RelevanceAnalyzer:
+    """LRP for one model on a private twin. ``layers`` are names of modules whose *output* units are read;
+    a name ending in ``:input`` reads that module's input instead."""
+
+    def __init__(self, model: nn.Module, rule: str = "epsilon", epsilon: float = 0.1, zero_bias: bool = False):
+        if rule not in RULES:
+            raise UserError(f"Unknown LRP rule '{rule}'; choose one of {', '.join(RULES)}.")
+        self.rule, self.epsilon, self.zero_bias = rule, epsilon, zero_bias
+        self.twin = clone_model(model)
+        for p in self.twin.parameters():
+            p.requires_grad_(False)
+        self.module_names = {n for n, _ in self.twin.named_modules() if n}
+        self.default_layer = default_layer(self.twin)
+
+    def check_layers(self, layers: list[str]) -> list[str]:
+        for name in layers:
+            if name.split(":")[0] not in self.module_names:
+                raise UserError(f"The model has no layer '{name}'; layers are: {', '.join(sorted(self.module_names))}.")
+        return list(layers)
+
+    def relevance(self, images: torch.Tensor, target: str | int | torch.Tensor = "pred",
+                  labels: torch.Tensor | None = None, layers: list[str] | None = None,
+                  batch_size: int = 256) -> RelevanceResult:
+        """LRP started at ``target``: "pred" (the model's prediction), "true" (``labels``), a class
+        index, or a tensor of per-image classes."""
+        layers = self.check_layers(layers if layers is not None else [self.default_layer])
+        parts = [self._batch(images[i:i + batch_size], self._targets_for(target, labels, i, batch_size), layers)
+                 for i in range(0, len(images), batch_size)]
+        return RelevanceResult(
+            input=torch.cat([p.input for p in parts]),
+            layers={name: torch.cat([p.layers[name] for p in parts]) for name in layers},
+            logits=torch.cat([p.logits for p in parts]), targets=torch.cat([p.targets for p in parts]))
+
+    def _targets_for(self, target, labels, start: int, size: int):
+        if isinstance(target, torch.Tensor):
+            return target[start:start + size]
+        if target == "true":
+            if labels is None:
+                raise UserError("Target 'true' needs the images' labels.")
+            return labels[start:start + size]
+        return target
+
+    def _batch(self, images: torch.Tensor, target, layers: list[str]) -> RelevanceResult:
+        device = next(self.twin.parameters()).device
+        x = images.to(device).clone().requires_grad_(True)
+        captured: dict[str, torch.Tensor] = {}
+        handles = [self._tap(name, captured) for name in layers]
+        composite = make_composite(self.twin, self.rule, self.epsilon, self.zero_bias)
+        try:
+            with composite.context(self.twin) as model:
+                logits = model(x)
+                targets = self._resolve_targets(target, logits)
+                start = torch.zeros_like(logits)
+                start[torch.arange(len(x)), targets] = logits[torch.arange(len(x)), targets].detach()
+                tensors = [x] + [captured[name] for name in layers]
+                grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        layer_rel = {name: unit_relevance(g if g is not None else torch.zeros_like(captured[name])).detach().cpu()
+                     for name, g in zip(layers, grads[1:])}
+        return RelevanceResult(input=grads[0].detach().cpu(), layers=layer_rel,
+                               logits=logits.detach().cpu(), targets=targets.cpu())
+
+    def _resolve_targets(self, target, logits: torch.Tensor) -> torch.Tensor:
+        n, classes = logits.shape
+        if isinstance(target, str):
+            if target != "pred":
+                raise UserError(f"Unknown target '{target}'; use 'pred', 'true' or a class index.")
+            return logits.argmax(1)
+        t = torch.as_tensor(target, device=logits.device).long().expand(n) if not isinstance(target, torch.Tensor) \
+            else target.to(logits.device).long()
+        if ((t < 0) | (t >= classes)).any():
+            raise UserError(f"Class {int(t[(t < 0) | (t >= classes)][0])} is out of range; the model has {classes} classes (0-{classes - 1}).")
+        return t
+
+    def _tap(self, name: str, captured: dict):
+        """Register a hook storing the tensor whose gradient (= relevance) we read."""
+        module_name, _, where = name.partition(":")
+        module = self.twin.get_submodule(module_name)
+        if where == "input":
+            def pre_hook(mod, inputs):
+                captured[name] = inputs[0]
+            return module.register_forward_pre_hook(pre_hook)
+
+        def hook(mod, inputs, output):
+            captured[name] = output
+        return module.register_forward_hook(hook)
+
+    # ------------------------------------------------------------------ relevance flowing between layers
+    def flow(self, images: torch.Tensor, target, lower: str, upper: str, upper_units: list[int],
+             lower_units: list[int]) -> torch.Tensor:
+        """Mean relevance flowing from each selected ``upper`` unit j to each selected ``lower`` unit i:
+        LRP restarted from R_j alone (all other upper units zeroed) and read at ``lower``.
+        Returns a (len(lower_units), len(upper_units)) tensor."""
+        self.check_layers([lower, upper])
+        device = next(self.twin.parameters()).device
+        x = images.to(device).clone().requires_grad_(True)
+        captured: dict[str, torch.Tensor] = {}
+        handles = [self._tap(lower, captured), self._tap(upper, captured)]
+        composite = make_composite(self.twin, self.rule, self.epsilon, self.zero_bias)
+        flows = torch.zeros(len(lower_units), len(upper_units))
+        try:
+            with composite.context(self.twin) as model:
+                logits = model(x)
+                targets = self._resolve_targets(target, logits)
+                start = torch.zeros_like(logits)
+                start[torch.arange(len(x)), targets] = logits[torch.arange(len(x)), targets].detach()
+                up, low = captured[upper], captured[lower]
+                r_upper = torch.autograd.grad(logits, up, grad_outputs=start, retain_graph=True)[0]
+                for col, j in enumerate(upper_units):
+                    seed = torch.zeros_like(r_upper)
+                    seed[:, j] = r_upper[:, j]
+                    r_lower = torch.autograd.grad(up, low, grad_outputs=seed, retain_graph=True)[0]
+                    flows[:, col] = unit_relevance(r_lower)[:, lower_units].mean(0).cpu()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return flows

@@ -1,0 +1,53 @@
+"""Shared fixtures: real data (scikit-learn digits, ../shared/data) and the shipped checkpoints."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def require_shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require_shared_data()
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    from core.models import load_checkpoint, shipped_checkpoint
+
+    return load_checkpoint(shipped_checkpoint("digits", "cnn"))
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    from core.data import load_split, split_heldout
+
+    return split_heldout(load_split("digits", "test"), 100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mnist_model():
+    from core.models import load_checkpoint, shipped_checkpoint
+
+    return load_checkpoint(shipped_checkpoint("mnist", "cnn"))
+
+
+@pytest.fixture(scope="session")
+def mnist_split(shared_data):
+    from core.data import load_split, split_heldout
+
+    return split_heldout(load_split("mnist", "test", str(shared_data)), 100, seed=0)

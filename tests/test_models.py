@@ -1,0 +1,96 @@
+"""Architectures, checkpoints and shipped models: accuracy as promised, bad files refused clearly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.data import load_split
+from core.errors import UserError
+from core.evaluate import evaluate
+from core.models import (ARCHITECTURES, ModelCard, build_model, layer_table, load_checkpoint, save_checkpoint,
+                         shipped_checkpoint, shipped_checkpoints, state_checksum)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_architecture_builds_and_runs(arch):
+    shape = (1, 28, 28) if arch in ("mlp", "cnn", "allcnn") else (3, 32, 32)
+    model = build_model(arch, 10, shape)
+    assert model(torch.zeros(2, *shape)).shape == (2, 10)
+    rows = layer_table(model, shape)
+    assert rows[-1]["output_shape"] == (10,)
+    assert sum(r["parameters"] for r in rows) == sum(p.numel() for p in model.parameters())
+
+
+def test_torchvision_model_by_name_and_unknown_name():
+    assert build_model("squeezenet1_0", 5, (3, 64, 64))(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
+    with pytest.raises(UserError, match="Unknown architecture"):
+        build_model("not_a_net", 10, (1, 8, 8))
+
+
+def test_shipped_checkpoints_meet_accuracy(shared_data):
+    floors = {"digits": 0.97, "mnist": 0.99, "cifar10": 0.80}
+    shipped = shipped_checkpoints()
+    assert {(p.parent.name, p.stem) for p, _ in shipped} >= {("digits", "cnn"), ("mnist", "cnn"), ("mnist", "allcnn")}
+    for path, card in shipped:
+        assert card.command.startswith("python -m core train")
+        assert len(card.per_class_accuracy) == card.num_classes
+        if card.dataset in ("digits", "mnist"):   # CIFAR-10 is checked from its card (decoding takes a while)
+            model, _ = load_checkpoint(path)
+            measured = evaluate(model, load_split(card.dataset, "test", str(shared_data))).overall
+            assert abs(measured - card.test_accuracy) < 1e-3
+        assert card.test_accuracy >= floors[card.dataset], (path, card.test_accuracy)
+
+
+def test_roundtrip_and_never_overwrite(tmp_path, digits_model):
+    model, card = digits_model
+    path = save_checkpoint(model, card, tmp_path / "m.safetensors")
+    loaded, card2 = load_checkpoint(path)
+    assert state_checksum(loaded) == state_checksum(model) and card2 == card
+    with pytest.raises(UserError, match="already exists"):
+        save_checkpoint(model, card, path)
+    (tmp_path / "m.json").unlink()                 # card from the safetensors metadata alone
+    assert load_checkpoint(path)[1].arch == "cnn"
+
+
+def test_state_dict_file_needs_weights_only(tmp_path, digits_model):
+    model, card = digits_model
+    good = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), good)
+    loaded, _ = load_checkpoint(good, card)
+    assert state_checksum(loaded) == state_checksum(model)
+    evil = tmp_path / "evil.pt"
+    torch.save({"weights": model.state_dict(), "fn": print}, evil)   # a pickle that is not plain tensors
+    with pytest.raises(UserError):
+        load_checkpoint(evil, card)
+
+
+def test_bad_checkpoints_give_one_sentence(tmp_path, digits_model):
+    model, card = digits_model
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(UserError, match="not a readable safetensors"):
+        load_checkpoint(corrupt, card)
+    wrong_arch = ModelCard(**{**card.__dict__, "arch": "mlp"})
+    path = save_checkpoint(model, card, tmp_path / "cnn.safetensors")
+    with pytest.raises(UserError, match="does not fit this architecture"):
+        load_checkpoint(path, wrong_arch)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["fc2.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(UserError, match="non-finite"):
+        load_checkpoint(tmp_path / "nan.pt", card)
+    state = dict(model.state_dict())
+    state["fc2.weight"] = torch.zeros(3, 128)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(UserError, match="shape"):
+        load_checkpoint(tmp_path / "shape.pt", card)
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors", card)
+
+
+def test_card_records_reproduction_facts():
+    card = json.loads(shipped_checkpoint("digits", "cnn").with_suffix(".json").read_text())
+    for key in ("arch", "dataset", "classes", "mean", "std", "seed", "command", "per_class_accuracy", "test_accuracy"):
+        assert key in card
