@@ -6,8 +6,9 @@ relevance, T_n = topK_u R_nu; count c_u = |{n : u in T_n}|; keep the H units wit
 
 Contrast selection (this project): score_u = mean_n r_nu(forget) - mean_m r_mu(other classes),
 with r = R / sum_u |R| the relevance share of unit u per image, so units that matter for the forget
-class *but not for the others* rank first. H may be a count or ``"auto"``: the fewest top-scoring
-units whose positive scores cover ``coverage`` of the total positive score.
+class *but not for the others* rank first. H may be a count, ``"auto"`` (the fewest top-scoring
+units whose positive scores cover ``coverage`` of the total positive score), or ``"all"`` (a full
+ranking, which :mod:`core.unlearn` cuts to a calibrated length).
 """
 from __future__ import annotations
 
@@ -46,14 +47,26 @@ class NeuronPath:
     def units(self) -> dict[str, list[int]]:
         return {name: sel.units for name, sel in self.selections.items()}
 
+    def truncated(self, share: float) -> "NeuronPath":
+        """The same path keeping the top ``share`` of each layer's width (at least one unit)."""
+        cut = {name: LayerSelection(sel.layer, sel.units[:max(1, round(share * sel.width))],
+                                    sel.frequency[:max(1, round(share * sel.width))],
+                                    sel.relevance[:max(1, round(share * sel.width))], sel.width, sel.k,
+                                    min(sel.h, max(1, round(share * sel.width))))
+               for name, sel in self.selections.items()}
+        return NeuronPath(self.forget_class, cut, [], {**self.settings, "h_share": share})
+
     def to_dict(self) -> dict:
         return {"forget_class": self.forget_class, "settings": self.settings, "edges": self.edges,
                 "selections": {k: asdict(v) for k, v in self.selections.items()}}
 
 
-def resolve_count(value: int | float, width: int, what: str) -> int:
-    """``value`` as a unit count: an int in [1, width], or a float in (0, 1) as a share of width."""
-    count = round(value * width) if isinstance(value, float) and 0 < value < 1 else int(value)
+def resolve_count(value: int | float | str, width: int, what: str) -> int:
+    """``value`` as a unit count: an int in [1, width], a float in (0, 1) as a share of width,
+    or ``"all"`` (every unit, ranked)."""
+    if value == "all":
+        return width
+    count = max(1, round(value * width)) if isinstance(value, float) and 0 < value < 1 else int(value)
     if not 1 <= count <= width:
         raise UserError(f"{what}={value} is out of range for a layer of {width} units (use 1-{width}).")
     return count
@@ -93,7 +106,7 @@ def select_by_contrast(layer: str, forget_rel: torch.Tensor, other_rel: torch.Te
     if h == "auto":
         positive = score.clamp_min(0)[order]
         cumulative = positive.cumsum(0) / positive.sum().clamp_min(1e-12)
-        h_count = int((cumulative < coverage).sum().item()) + 1
+        h_count = min(int((cumulative < coverage).sum().item()) + 1, width)
     else:
         h_count = resolve_count(h, width, "H")
     chosen = order[:h_count].tolist()

@@ -42,6 +42,8 @@ class UnlearnConfig:
     keep_bias: bool = False
     out_classes: str = "forget"
     seed: int = 0
+    validation_fraction: float = 0.3     # share of the pool kept back to calibrate H (h="calibrate")
+    retain_budget: float = 0.02          # largest retain-accuracy drop calibration may spend (validation)
 
     def spec(self) -> PerturbationSpec:
         return PerturbationSpec(self.method, self.strength, self.target, self.keep_bias, self.out_classes, self.seed)
@@ -56,9 +58,10 @@ class UnlearnConfig:
 # zero the units' incoming rows (bias kept) and their weight to the forget class.
 PAPER_CONFIG = UnlearnConfig(keep_bias=True)
 
-# This project's default: class-contrast selection of 30 % of the classifier-input units, each
-# silenced completely (incoming rows, bias, BatchNorm, and its weight to the forget class).
-OURS_CONFIG = UnlearnConfig(selection="contrast", h=0.3, target="both", keep_bias=False)
+# This project's default (chosen on the validation part of the pool, see BENCHMARKS.md): rank the
+# classifier-input units by class contrast, calibrate how many to take on held-out pool images,
+# and silence each completely (incoming rows, bias, BatchNorm, and its weight to the forget class).
+OURS_CONFIG = UnlearnConfig(selection="contrast", h="calibrate", target="both", keep_bias=False, retain_budget=0.02)
 
 
 def default_config() -> UnlearnConfig:
@@ -86,19 +89,53 @@ def check_class(forget_class: int, num_classes: int) -> int:
 
 def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: UnlearnConfig = UnlearnConfig(),
             analyzer: RelevanceAnalyzer | None = None) -> UnlearnResult:
-    """Forget ``forget_class`` using only the analysis pool. Returns a new model; ``model`` is untouched."""
+    """Forget ``forget_class`` using only the analysis pool. Returns a new model; ``model`` is untouched.
+
+    With ``h="calibrate"`` the pool is split into an analysis part (relevance, ranking) and a
+    validation part; H is the smallest share of units that drives the validation forget accuracy
+    to its minimum while the validation retain accuracy drops at most ``retain_budget``."""
     pool = require_analysis_pool(pool)
     forget_class = check_class(forget_class, pool.info.num_classes)
     start = time.perf_counter()
     analyzer = analyzer or RelevanceAnalyzer(model, config.rule, config.epsilon)
-    path = find_path(analyzer, pool, forget_class, list(config.layers) if config.layers else None, config.k,
-                     config.h, config.selection, config.n_images, config.seed, config.coverage)
+    layers = list(config.layers) if config.layers else None
+    calibrate = config.h == "calibrate"
+    fit, val = pool.validation_split(config.validation_fraction, config.seed) if calibrate else (pool, None)
+    path = find_path(analyzer, fit, forget_class, layers, config.k, "all" if calibrate else config.h,
+                     config.selection, config.n_images, config.seed, config.coverage)
+    if calibrate:
+        path = calibrate_path(model, path, val, config)
     analysed = time.perf_counter()
     edits = plan_edits(model, path.units, forget_class, config.spec(), pool.info.input_shape)
     variant = apply_edits(model, edits, config.spec())
     done = time.perf_counter()
     seconds = {"relevance_and_selection": analysed - start, "perturbation": done - analysed, "total": done - start}
     return UnlearnResult(variant, path, config, seconds)
+
+
+CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig) -> NeuronPath:
+    """Cut a fully ranked path to the share of units chosen on the validation part of the pool:
+    the smallest share reaching the lowest forget accuracy within the retain budget."""
+    spec, shape = config.spec(), val.info.input_shape
+    first = first_changed_stage(model, plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, spec, shape))
+    cache = ActivationCache.build(model, val.images, first)
+    base = summarize(cache.tail_logits(model), val.labels, ranked.forget_class)
+    best, best_forget = ranked.truncated(CALIBRATION_SHARES[0]), float("inf")
+    for share in CALIBRATION_SHARES:
+        candidate = ranked.truncated(share)
+        edits = plan_edits(model, candidate.units, ranked.forget_class, spec, shape)
+        score = summarize(cache.tail_logits(apply_edits(model, edits, spec)), val.labels, ranked.forget_class)
+        if base.retain_acc - score.retain_acc > config.retain_budget:
+            break
+        if score.forget_acc < best_forget:
+            best, best_forget = candidate, score.forget_acc
+        if score.forget_acc == 0.0:
+            break
+    best.settings["validation_forget_acc"] = best_forget
+    return best
 
 
 class PerturbationExplorer:

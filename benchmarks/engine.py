@@ -1,0 +1,73 @@
+"""Engine timings for BENCHMARKS.md: unlearning seconds, cached vs full evaluation, LRP throughput.
+
+    .venv/bin/python benchmarks/engine.py --data-dir ../shared/data
+
+Every ratio is measured within one run (these machines are noisy). Prints Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.compute import set_threads  # noqa: E402
+from core.data import load_split, split_heldout  # noqa: E402
+from core.evaluate import evaluate  # noqa: E402
+from core.models import build_model, load_checkpoint, shipped_checkpoint  # noqa: E402
+from core.relevance import RelevanceAnalyzer  # noqa: E402
+from core.unlearn import PerturbationExplorer, default_config, unlearn  # noqa: E402
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    set_threads()
+    model, _ = load_checkpoint(shipped_checkpoint("mnist", "cnn"))
+    pool, eval_set = split_heldout(load_split("mnist", "test", args.data_dir), 100, seed=0)
+    config = default_config()
+    unlearn(model, pool, 3, config)      # warm-up (imports, allocator)
+
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
+    print("\n| measurement (MNIST cnn, forget class 3) | median seconds |\n|---|---|")
+    seconds = [unlearn(model, pool, 3, config).seconds for _ in range(args.repeats)]
+    for key in ("relevance_and_selection", "perturbation", "total"):
+        print(f"| unlearning: {key.replace('_', ' ')} | {statistics.median(s[key] for s in seconds):.4f} |")
+
+    result = unlearn(model, pool, 3, config)
+    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
+    full = median_seconds(lambda: evaluate(explorer.variant(strength=0.7)[0], eval_set, 3), args.repeats)
+    cached = median_seconds(lambda: explorer.evaluate(strength=0.7), args.repeats)
+    print(f"| full evaluation of a perturbed model ({len(eval_set)} images) | {full:.4f} |")
+    print(f"| cached re-evaluation after a strength change (from stage {explorer.cache.start}) | {cached:.4f} |")
+    print(f"| ratio full / cached | {full / cached:.1f}x |")
+
+    print("\n| LRP (epsilon rule, classifier-input layer) | seconds per 1,000 images |\n|---|---|")
+    images = eval_set.images[:1000]
+    lrp = RelevanceAnalyzer(model)
+    print(f"| mnist cnn (28x28) | {median_seconds(lambda: lrp.relevance(images), 3):.3f} |")
+    resnet = build_model("resnet18", 10, (3, 32, 32))
+    rgb = torch.randn(200, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    lrp18 = RelevanceAnalyzer(resnet)
+    print(f"| resnet18 (32x32, CIFAR stem; timed on 200 images, scaled) | {5 * median_seconds(lambda: lrp18.relevance(rgb, batch_size=100), 2):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

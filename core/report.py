@@ -1,0 +1,379 @@
+"""Benchmark results as tables and figures: runs -> summary (mean, std) -> Markdown, CSV, Plotly.
+
+Figure builders take data and return a ``go.Figure`` (scatter and bar only, so Streamlit's
+bundled plotly.js draws them). :func:`write_outputs` writes a bench folder:
+
+* ``runs.csv``     one row per (dataset, arch, method, forget class, seed), columns :data:`RUN_COLUMNS` first
+* ``summary.csv``  mean and std over seeds and classes per dataset/arch/method (retrain first, then
+  the original model, then the methods in registry order)
+* ``summary.md``   the same as tables, the definitions, and a line per method saying where it loses to retrain
+* ``figures/*.json`` Plotly figures (``plotly.io.from_json``), ``figures.html`` all of them, offline
+* ``meta.json``    command, date, machine, git commit, profile settings
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+RUN_COLUMNS = ["profile", "dataset", "arch", "method", "forget_class", "seed", "forget_acc", "retain_acc",
+               "mia_entropy", "mia_loss_gap", "seconds", "peak_mem_mb", "relearn_steps", "probe_recall",
+               "probe_auc", "uses_training_data", "per_class"]
+METRICS = ["forget_acc", "retain_acc", "mia_entropy", "mia_loss_gap", "relearn_steps", "probe_recall", "probe_auc",
+           "seconds", "peak_mem_mb"]
+LABELS = {"forget_acc": "forget acc", "retain_acc": "retain acc", "mia_entropy": "MIA (entropy)",
+          "mia_loss_gap": "MIA loss gap", "relearn_steps": "relearn steps", "probe_recall": "probe recall",
+          "probe_auc": "probe AUC", "seconds": "seconds", "peak_mem_mb": "peak MB"}
+REFERENCE, ORIGINAL = "retrain", "original"
+
+# Tolerances of the "loses to retrain" lines (absolute unless stated).
+TOL = {"forget_acc": 0.02, "retain_acc": 0.01, "mia_entropy": 0.05, "mia_loss_gap": 0.05, "probe_recall": 0.05,
+       "relearn_factor": 0.5}
+
+DEFINITIONS = """\
+- **forget acc / retain acc**: accuracy on the evaluation set's forget-class images / mean per-class accuracy over the other classes.
+- **MIA (entropy)**: SSD's attack (`core.evaluate.membership_inference`): a logistic regression on the softmax entropy, fitted on retain-class training images (members) vs retain-class held-out images; the share of forget-class *training* images it calls members. Retrain shows the level to match.
+- **MIA loss gap**: |AUC - 0.5| of per-example cross-entropy ("lower loss = member") separating forget-class training images from held-out forget-class images. 0 = no trace of training on them (as retrained).
+- **relearn steps**: Adam (lr 1e-3, batch 32) fine-tuning on the analysis pool (all classes) until the forget class is back above 50 % on the evaluation set, checked every few steps; the cap when it never comes back (the output mask can never come back: its -inf sits after every weight). Few steps = the knowledge is still in the weights.
+- **probe recall / AUC**: a logistic regression on the classifier's input features, fitted on one half of the evaluation set and scored on the other, telling the forget class from the rest. Retrain shows how separable the class stays in a model that never learned it; the output mask keeps the original features.
+- **seconds**: the unlearning only (no evaluation). **peak MB**: memory the unlearning needed above what was held before it (CPU: peak RSS sampled every 2 ms; GPU: peak allocated CUDA memory).
+"""
+
+
+def runs_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """Rows as a DataFrame with :data:`RUN_COLUMNS` first (missing ones added empty)."""
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    for col in RUN_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
+    return df[RUN_COLUMNS + [c for c in df.columns if c not in RUN_COLUMNS]]
+
+
+def method_order(methods) -> list[str]:
+    """retrain, original, then the registry's order, then anything else alphabetically."""
+    from core.baselines import METHODS
+
+    present = list(dict.fromkeys(methods))
+    ranked = [REFERENCE, ORIGINAL] + [m for m in METHODS if m != REFERENCE]
+    return [m for m in ranked if m in present] + sorted(m for m in present if m not in ranked)
+
+
+def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (over seeds and classes) of every metric per dataset, arch and method."""
+    runs = runs_frame(runs)
+    for col in METRICS:
+        runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    keys = ["dataset", "arch", "method"]
+    grouped = runs.groupby(keys, sort=False)
+    table = grouped[METRICS].agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table = table.reset_index()
+    table.insert(3, "runs", grouped.size().values)
+    table.insert(4, "uses_training_data", grouped["uses_training_data"].first().values)
+    order = {m: i for i, m in enumerate(method_order(table["method"]))}
+    targets = list(dict.fromkeys(zip(runs["dataset"], runs["arch"])))
+    table["_t"] = [targets.index((d, a)) for d, a in zip(table["dataset"], table["arch"])]
+    table["_m"] = table["method"].map(order)
+    return table.sort_values(["_t", "_m"]).drop(columns=["_t", "_m"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- text
+def _num(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _fmt(metric: str, mean, std=None) -> str:
+    m, s = _num(mean), _num(std)
+    if m is None:
+        return "–"
+    if metric in ("forget_acc", "retain_acc", "probe_recall"):
+        text = f"{100 * m:.1f}" + (f" ± {100 * s:.1f}" if s is not None else "") + " %"
+    elif metric in ("mia_entropy", "mia_loss_gap", "probe_auc"):
+        text = f"{m:.3f}" + (f" ± {s:.3f}" if s is not None else "")
+    elif metric == "relearn_steps":
+        text = f"{m:.0f}" + (f" ± {s:.0f}" if s is not None else "")
+    elif metric == "seconds":
+        text = _seconds(m) + (f" ± {_seconds(s)}" if s is not None else "")
+    else:
+        text = f"{m:.0f}" + (f" ± {s:.0f}" if s is not None else "")
+    return text
+
+
+def _seconds(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 10:
+        return f"{value:.0f}"
+    if abs(value) >= 0.01:
+        return f"{value:.2f}"
+    return f"{value:.1e}"
+
+
+def verdicts(summary: pd.DataFrame, relearn_cap: int | None = None) -> dict[tuple[str, str], list[str]]:
+    """Per (dataset, arch): one plain sentence per method saying where it does worse than retrain."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for (dataset, arch), group in summary.groupby(["dataset", "arch"], sort=False):
+        ref = group[group["method"] == REFERENCE]
+        lines = []
+        if ref.empty:
+            out[(dataset, arch)] = ["No retrain row, so nothing to compare with."]
+            continue
+        r = ref.iloc[0]
+        for _, row in group.iterrows():
+            if row["method"] in (REFERENCE, ORIGINAL):
+                continue
+            lines.append(_verdict(row, r, relearn_cap))
+        out[(dataset, arch)] = lines
+    return out
+
+
+def _verdict(row, ref, relearn_cap: int | None) -> str:
+    losses, wins = [], []
+    g = lambda col: _num(row.get(col))  # noqa: E731
+    rg = lambda col: _num(ref.get(col))  # noqa: E731
+    fa, rfa = g("forget_acc_mean"), rg("forget_acc_mean")
+    if fa is not None and rfa is not None and fa > rfa + TOL["forget_acc"]:
+        losses.append(f"keeps {100 * fa:.1f} % forget accuracy (retrain {100 * rfa:.1f} %)")
+    ra, rra = g("retain_acc_mean"), rg("retain_acc_mean")
+    if ra is not None and rra is not None and ra < rra - TOL["retain_acc"]:
+        losses.append(f"retain accuracy {100 * ra:.1f} % vs {100 * rra:.1f} % (-{100 * (rra - ra):.1f} pts)")
+    mi, rmi = g("mia_entropy_mean"), rg("mia_entropy_mean")
+    if mi is not None and rmi is not None and abs(mi - rmi) > TOL["mia_entropy"]:
+        side = "more" if mi > rmi else "fewer"
+        losses.append(f"entropy MIA calls {side} forget images members ({mi:.3f} vs {rmi:.3f})")
+    gap, rgap = g("mia_loss_gap_mean"), rg("mia_loss_gap_mean")
+    if gap is not None and rgap is not None and gap > rgap + TOL["mia_loss_gap"]:
+        losses.append(f"loss MIA still separates forget training images (gap {gap:.3f} vs {rgap:.3f})")
+    rl, rrl = g("relearn_steps_mean"), rg("relearn_steps_mean")
+    if rl is not None and rrl is not None and rl < TOL["relearn_factor"] * rrl:
+        losses.append(f"relearns the class in {rl:.0f} steps (retrain {rrl:.0f})")
+    pr, rpr = g("probe_recall_mean"), rg("probe_recall_mean")
+    if pr is not None and rpr is not None and pr > rpr + TOL["probe_recall"]:
+        losses.append(f"features still single out the class (probe recall {100 * pr:.0f} % vs {100 * rpr:.0f} %)")
+    s, rs = g("seconds_mean"), rg("seconds_mean")
+    if s is not None and rs is not None:
+        if s > rs:
+            losses.append(f"slower than retraining ({_seconds(s)} s vs {_seconds(rs)} s)")
+        elif s > 0:
+            wins.append(f"{rs / s:,.0f}x faster than retraining" if rs / s >= 2 else "about as fast as retraining")
+    data = str(row.get("uses_training_data", ""))
+    if data.startswith("none"):
+        wins.append("needs no training data")
+    head = f"- **{row['method']}**"
+    if losses:
+        text = f"{head} loses to retrain on: " + "; ".join(losses) + "."
+    else:
+        text = f"{head} matches retrain within the tolerances on every metric."
+    return text + (" " + "; ".join(w[0].upper() + w[1:] for w in wins[:1]) + (", " + wins[1] if len(wins) > 1 else "") + "."
+                   if wins else "")
+
+
+def summary_table(summary: pd.DataFrame, dataset: str, arch: str) -> str:
+    part = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+    cols = ["forget_acc", "retain_acc", "mia_entropy", "mia_loss_gap", "relearn_steps", "probe_recall", "probe_auc",
+            "seconds", "peak_mem_mb"]
+    head = "| method | training data | " + " | ".join(LABELS[c] for c in cols) + " | runs |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    for _, row in part.iterrows():
+        cells = [_fmt(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in cols]
+        name = f"**{row['method']}**" if row["method"] == REFERENCE else row["method"]
+        lines.append(f"| {name} | {row['uses_training_data']} | " + " | ".join(cells) + f" | {row['runs']} |")
+    return "\n".join(lines)
+
+
+def summary_markdown(runs: pd.DataFrame, summary: pd.DataFrame, meta: dict | None = None) -> str:
+    """The bench summary as Markdown: settings, one table per model, where each method loses."""
+    meta = meta or {}
+    profile = meta.get("profile", {}) or {}
+    lines = [f"# Unlearning benchmark: {profile.get('name', runs['profile'].iloc[0] if len(runs) else '?')} profile", ""]
+    if profile.get("description"):
+        lines += [f"Profile: {profile['description']}.", ""]
+    machine = meta.get("machine", {})
+    facts = []
+    if meta.get("date"):
+        facts.append(f"run {meta['date']}")
+    if machine:
+        facts.append(f"{machine.get('device', '?')}, {machine.get('torch_threads', '?')} torch thread(s) of "
+                     f"{machine.get('cpu_count', '?')} cores, torch {machine.get('torch', '?')}")
+    if meta.get("wall_seconds") is not None:
+        facts.append(f"wall time {meta['wall_seconds']:.0f} s ({meta.get('status', '')})")
+    if meta.get("git_commit"):
+        facts.append(f"commit {meta['git_commit'][:10]}")
+    if facts:
+        lines += ["- " + "; ".join(facts), ""]
+    if meta.get("command"):
+        lines += [f"Command: `{meta['command']}`", ""]
+    relearn_cap = profile.get("relearn_cap")
+    target_info = {(t["dataset"], t["arch"]): t for t in meta.get("targets", [])}
+    summaries = verdicts(summary, relearn_cap)
+    for (dataset, arch), sentences in summaries.items():
+        part = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
+        lines += [f"## {dataset} / {arch}", ""]
+        t = target_info.get((dataset, arch), {})
+        classes = sorted(set(int(c) for c in part["forget_class"]))
+        seeds = sorted(set(int(s) for s in part["seed"]))
+        desc = [f"forget classes {', '.join(map(str, classes))}", f"seeds {', '.join(map(str, seeds))}"]
+        if "eval_size" in part and len(part):
+            desc.append(f"evaluation set {int(part['eval_size'].iloc[0])} images")
+        if "pool_size" in part and len(part):
+            desc.append(f"analysis pool {int(part['pool_size'].iloc[0])} images")
+        budget = t.get("budget") or {}
+        if budget.get("retrain_epochs") is not None or budget.get("retrain_samples") is not None:
+            desc.append("**reduced budget**: " + (t.get("note") or f"retrain {budget.get('retrain_epochs')} epoch(s)"))
+        elif t:
+            desc.append("retrain with the model's full recipe")
+        if budget:
+            desc.append(f"baselines: fine-tune {budget.get('finetune_steps')} steps, random labels "
+                        f"{budget.get('random_label_steps')} steps (AdamW, recipe rate), gradient ascent at most "
+                        f"{budget.get('ascent_steps')} steps (Adam {budget.get('ascent_lr')}, stop at chance level), "
+                        f"SSD importances from {budget.get('ssd_samples')} images (alpha {budget.get('ssd_alpha')}, "
+                        f"lambda {budget.get('ssd_lambda')})")
+        if "cached" in part and part["cached"].astype(str).str.lower().eq("true").any():
+            desc.append("some retrain rows reuse a cached model (their seconds are those measured when it was trained)")
+        lines += ["- " + "; ".join(desc), "", summary_table(summary, dataset, arch), "",
+                  "Where each method loses to retrain:", ""] + sentences + [""]
+    if meta.get("skipped"):
+        lines += ["Skipped: " + "; ".join(meta["skipped"]), ""]
+    lines += ["## Definitions", "", DEFINITIONS,
+              f"Tolerances of the 'loses' lines: forget acc +{100 * TOL['forget_acc']:.0f} pts, retain acc "
+              f"-{100 * TOL['retain_acc']:.0f} pt, entropy MIA ±{TOL['mia_entropy']}, loss gap +{TOL['mia_loss_gap']}, "
+              f"probe recall +{100 * TOL['probe_recall']:.0f} pts, relearn steps below "
+              f"{TOL['relearn_factor']:.0%} of retrain's" + (f" (cap {relearn_cap})" if relearn_cap else "") + ".", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- figures
+_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79"]
+
+
+def _color(method: str, methods: list[str]) -> str:
+    return _COLORS[methods.index(method) % len(_COLORS)] if method in methods else "#444444"
+
+
+def fig_forget_retain(runs: pd.DataFrame, dataset: str | None = None, arch: str | None = None) -> go.Figure:
+    """Forget accuracy (x) vs retain accuracy (y): mean per method with std error bars, single
+    runs faint; retrain drawn as a star with dashed guides. The goal is retrain's point."""
+    runs = runs_frame(runs)
+    if dataset is not None:
+        runs = runs[runs["dataset"] == dataset]
+    if arch is not None:
+        runs = runs[runs["arch"] == arch]
+    methods = method_order(runs["method"])
+    fig = go.Figure()
+    for method in methods:
+        part = runs[runs["method"] == method]
+        fa, ra = pd.to_numeric(part["forget_acc"]), pd.to_numeric(part["retain_acc"])
+        color = _color(method, methods)
+        fig.add_trace(go.Scatter(x=fa, y=ra, mode="markers", marker=dict(color=color, size=5, opacity=0.25),
+                                 name=method, legendgroup=method, showlegend=False, hoverinfo="skip"))
+        symbol, size = ("star", 18) if method == REFERENCE else ("diamond", 12) if method == ORIGINAL else ("circle", 11)
+        fig.add_trace(go.Scatter(
+            x=[fa.mean()], y=[ra.mean()], mode="markers", name=method, legendgroup=method,
+            marker=dict(color=color, size=size, symbol=symbol, line=dict(width=1, color="black")),
+            error_x=dict(type="data", array=[fa.std() if len(fa) > 1 else 0], visible=True, thickness=1),
+            error_y=dict(type="data", array=[ra.std() if len(ra) > 1 else 0], visible=True, thickness=1),
+            hovertemplate=f"{method}<br>forget %{{x:.1%}}<br>retain %{{y:.1%}}<extra></extra>"))
+        if method == REFERENCE:
+            fig.add_vline(x=fa.mean(), line_dash="dash", line_color=color, opacity=0.6)
+            fig.add_hline(y=ra.mean(), line_dash="dash", line_color=color, opacity=0.6)
+    title = "Forget vs retain accuracy" + (f": {dataset}" if dataset else "") + (f" / {arch}" if arch else "")
+    fig.update_layout(title=title + " (star: retrain, the target)", xaxis_title="forget-class accuracy (lower is better)",
+                      yaxis_title="retain accuracy (higher is better)", template="plotly_white",
+                      xaxis=dict(tickformat=".0%", range=[-0.03, 1.03]), yaxis=dict(tickformat=".0%"),
+                      legend_title="method")
+    return fig
+
+
+def fig_seconds(runs: pd.DataFrame) -> go.Figure:
+    """Mean seconds of unlearning per method (log axis), one bar group per dataset/arch."""
+    runs = runs_frame(runs)
+    runs = runs[runs["method"] != ORIGINAL].copy()
+    runs["seconds"] = pd.to_numeric(runs["seconds"], errors="coerce")
+    methods = method_order(runs["method"])
+    fig = go.Figure()
+    for dataset, arch in dict.fromkeys(zip(runs["dataset"], runs["arch"])):
+        part = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
+        stats = part.groupby("method")["seconds"].agg(["mean", "std"]).reindex([m for m in methods if m in set(part["method"])])
+        fig.add_trace(go.Bar(x=list(stats.index), y=stats["mean"].clip(lower=1e-6), name=f"{dataset} / {arch}",
+                             error_y=dict(type="data", array=stats["std"].fillna(0).tolist(), visible=True),
+                             hovertemplate="%{x}: %{y:.3g} s<extra>" + f"{dataset} / {arch}" + "</extra>"))
+    fig.update_layout(title="Seconds of unlearning per method (log scale; evaluation not included)",
+                      yaxis_type="log", yaxis_title="seconds", xaxis_title="method", barmode="group",
+                      template="plotly_white")
+    return fig
+
+
+def fig_metric(summary: pd.DataFrame, metric: str, dataset: str, arch: str) -> go.Figure:
+    """One metric's mean (± std) per method for one model, retrain's value as a dashed line."""
+    part = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+    fig = go.Figure(go.Bar(x=part["method"], y=part[f"{metric}_mean"],
+                           error_y=dict(type="data", array=part[f"{metric}_std"].fillna(0).tolist(), visible=True),
+                           marker_color=[_color(m, list(part["method"])) for m in part["method"]]))
+    ref = part[part["method"] == REFERENCE]
+    if len(ref):
+        fig.add_hline(y=float(ref[f"{metric}_mean"].iloc[0]), line_dash="dash", annotation_text="retrain")
+    fig.update_layout(title=f"{LABELS.get(metric, metric)}: {dataset} / {arch}", yaxis_title=LABELS.get(metric, metric),
+                      template="plotly_white")
+    return fig
+
+
+def build_figures(runs: pd.DataFrame, summary: pd.DataFrame) -> dict[str, go.Figure]:
+    """Every figure of a bench folder, by file stem."""
+    figures: dict[str, go.Figure] = {}
+    for dataset, arch in dict.fromkeys(zip(runs["dataset"], runs["arch"])):
+        figures[f"forget_retain_{_slug(dataset)}_{arch}"] = fig_forget_retain(runs, dataset, arch)
+    figures["seconds"] = fig_seconds(runs)
+    return figures
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(text))
+
+
+# ----------------------------------------------------------------------------- files
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_outputs(rows: list[dict] | pd.DataFrame, out_dir: str | Path, meta: dict, figures: bool = True) -> None:
+    """Write runs.csv, summary.csv, summary.md and meta.json (and figures) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs_frame(rows)
+    if len(runs) == 0:
+        _atomic_write(out / "meta.json", json.dumps(meta, indent=2, default=str))
+        return
+    summary = summarize_runs(runs)
+    _atomic_write(out / "runs.csv", runs.to_csv(index=False))
+    _atomic_write(out / "summary.csv", summary.to_csv(index=False))
+    _atomic_write(out / "summary.md", summary_markdown(runs, summary, meta))
+    _atomic_write(out / "meta.json", json.dumps(meta, indent=2, default=str))
+    if figures:
+        folder = out / "figures"
+        folder.mkdir(exist_ok=True)
+        built = build_figures(runs, summary)
+        html = ["<html><head><meta charset='utf-8'><title>Unlearning benchmark</title></head><body>"]
+        for i, (stem, fig) in enumerate(built.items()):
+            _atomic_write(folder / f"{stem}.json", fig.to_json())
+            html.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        html.append("</body></html>")
+        _atomic_write(out / "figures.html", "\n".join(html))
+
+
+def load_bench(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(runs, summary, meta) of a bench folder, for the dashboard."""
+    folder = Path(folder)
+    runs = pd.read_csv(folder / "runs.csv")
+    summary = pd.read_csv(folder / "summary.csv") if (folder / "summary.csv").is_file() else summarize_runs(runs)
+    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
+    return runs, summary, meta
