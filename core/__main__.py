@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--classes", type=int, nargs="+", default=None, help="forget classes (default: per profile)")
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--device", default="auto")
-    bench.add_argument("--out", default="bench-results", help="folder for the CSV, summary and figures")
+    bench.add_argument("--out", default=None, help="folder for the CSV, summary and figures (default bench-results/PROFILE)")
 
     sub.add_parser("info", help="list datasets, architectures and shipped checkpoints")
     return parser

@@ -2,8 +2,9 @@
 penultimate features, and a loss-based membership attack.
 
 * **relearn steps**: fine-tune a copy of the model on the analysis pool (all classes, batch 32,
-  Adam with a fixed learning rate) and count the steps until the forget class is back above 50 %
-  accuracy on the evaluation set (checked every ``every`` steps, and before the first step). A model
+  Adam with a fixed learning rate, 3e-4) and count the steps until the forget class is back above
+  50 % accuracy on the evaluation set (checked before the first step, after every step up to 8, then
+  about 20 % apart: the count is exact to within 20 %). A model
   that still holds the class internally relearns it in a few steps; one that never learned it needs
   many. ``cap`` is reported when the class never comes back within ``cap`` steps.
 * **representation probe**: a logistic regression on the classifier's input features (forward
@@ -130,13 +131,27 @@ def _class_accuracy(model: nn.Module, images: torch.Tensor, forget_class: int, b
     return correct / max(len(images), 1)
 
 
+def check_schedule(cap: int, every: int | None = None) -> list[int]:
+    """Steps after which relearning is checked: every ``every`` steps, or (None) every step up to 8
+    and then about 20 % apart (1..8, 10, 12, 14, 17, 20, 24, ...), always ending at ``cap``."""
+    if every is not None:
+        steps = list(range(every, cap + 1, every))
+    else:
+        steps, s = [], 1
+        while s < cap:
+            steps.append(s)
+            s = s + 1 if s < 8 else max(s + 1, round(s * 1.2))
+    return sorted(set(steps + [cap]))
+
+
 def relearn_steps(model: nn.Module, pool: ImageSet, forget_images: torch.Tensor, forget_class: int,
-                  cap: int = 200, every: int = 5, lr: float = 1e-3, batch_size: int = 32, seed: int = 0,
+                  cap: int = 200, every: int | None = None, lr: float = 3e-4, batch_size: int = 32, seed: int = 0,
                   threshold: float = 0.5) -> tuple[int, bool]:
     """(steps, reached): Adam fine-tuning of a copy of ``model`` on ``pool`` (all classes) until
-    the accuracy on ``forget_images`` (held-out images of the forget class) exceeds ``threshold``;
-    ``(cap, False)`` when it never does. A model marked ``relearnable = False`` (the output mask,
-    whose -inf sits after every weight) returns ``(cap, False)`` without training."""
+    the accuracy on ``forget_images`` (held-out images of the forget class) exceeds ``threshold``,
+    checked at :func:`check_schedule` steps; ``(cap, False)`` when it never does. A model marked
+    ``relearnable = False`` (the output mask, whose -inf sits after every weight) returns
+    ``(cap, False)`` without training."""
     if not getattr(model, "relearnable", True):
         return cap, False
     tuned = clone_model(model)
@@ -149,7 +164,7 @@ def relearn_steps(model: nn.Module, pool: ImageSet, forget_images: torch.Tensor,
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
     order = torch.randperm(len(pool), generator=generator)
-    position = 0
+    position, checks = 0, set(check_schedule(cap, every))
     for step in range(1, cap + 1):
         if position + batch_size > len(order):
             order, position = torch.randperm(len(pool), generator=generator), 0
@@ -161,7 +176,7 @@ def relearn_steps(model: nn.Module, pool: ImageSet, forget_images: torch.Tensor,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % every == 0 or step == cap:
+        if step in checks:
             tuned.eval()
             if _class_accuracy(tuned, forget_images, forget_class) > threshold:
                 return step, True

@@ -1,0 +1,164 @@
+"""The benchmark on digits: every metric of every method, the attacks' sense, the report, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from core.baselines import METHODS, OutputMask
+from core.bench import PROFILES, PeakMemory, make_plan, run_plan
+from core.errors import UserError
+from core.probes import loss_mia_gap, rank_auc, relearn_steps, representation_probe
+from core.report import RUN_COLUMNS, fig_forget_retain, fig_seconds, summarize_runs, summary_markdown, write_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    """The benchmark's thread choice (1 on a busy machine: two threads fighting over shared cores
+    run many times slower), restored afterwards for the other test modules."""
+    from core.bench import choose_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(choose_threads())
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits_rows():
+    """All methods (and the original) on digits, class 3, one seed, without the retrain cache."""
+    plan = make_plan("quick", datasets=["digits"], seeds=1, classes=[3])
+    return run_plan(plan, use_cache=False, progress=False)
+
+
+def test_every_method_reports_every_metric(digits_rows):
+    runs = pd.DataFrame(digits_rows)
+    assert list(runs["method"]) == ["original"] + list(METHODS)
+    assert set(RUN_COLUMNS) <= set(runs.columns)
+    for _, row in runs.iterrows():
+        for col in ("forget_acc", "retain_acc", "mia_entropy", "mia_loss_gap", "probe_recall", "probe_auc"):
+            assert 0.0 <= row[col] <= 1.0, (row["method"], col, row[col])
+        assert row["seconds"] >= 0 and row["peak_mem_mb"] >= 0
+        assert 0 <= row["relearn_steps"] <= PROFILES["quick"].relearn_cap
+        assert len(json.loads(row["per_class"])) == 10
+        assert row["seed"] == 0 and row["forget_class"] == 3 and row["uses_training_data"]
+    by = runs.set_index("method")
+    assert by.loc["original", "seconds"] == 0 and by.loc["original", "relearn_steps"] == 0
+    for name in METHODS:
+        if not name.startswith("noise_"):    # noise may make the class swallow the others (see test_baselines)
+            assert by.loc[name, "forget_acc"] < by.loc["original", "forget_acc"], name
+    assert by.loc["retrain", "forget_acc"] == 0.0
+    assert by.loc["output_mask", "relearn_steps"] == PROFILES["quick"].relearn_cap and not by.loc["output_mask", "relearn_reached"]
+
+
+def test_membership_attack_sees_the_original_but_not_retrain(digits_rows):
+    by = pd.DataFrame(digits_rows).set_index("method")
+    assert by.loc["original", "mia_entropy"] > by.loc["retrain", "mia_entropy"] + 0.3
+    assert by.loc["original", "relearn_steps"] < by.loc["retrain", "relearn_steps"]
+
+
+def test_rank_auc_and_loss_gap():
+    assert rank_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert rank_auc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert rank_auc(np.array([np.inf, np.inf]), np.array([np.inf])) == 0.5        # the output mask's losses
+    assert loss_mia_gap(np.array([0.1, 0.2]), np.array([1.0, 2.0])) == 0.5         # members: lower loss
+    assert loss_mia_gap(np.array([1.0, 2.0]), np.array([0.1, 0.2])) == 0.5         # distance from 0.5 either way
+    rng = np.random.default_rng(0)
+    assert loss_mia_gap(rng.random(2000), rng.random(2000)) < 0.05
+
+
+def test_probe_separates_a_separable_class():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    features = rng.normal(size=(200, 8))
+    features[labels == 2, 0] += 6.0
+    result = representation_probe(features, labels, 2, seed=0)
+    assert result.recall == 1.0 and result.auc > 0.99
+    noise = representation_probe(rng.normal(size=(200, 8)), labels, 2, seed=0)
+    assert noise.auc < 0.85
+
+
+def test_relearn_of_masked_and_original_models(digits_model, digits_split):
+    model, _ = digits_model
+    pool, eval_set = digits_split
+    forget = eval_set.images[eval_set.labels == 3]
+    assert relearn_steps(model, pool, forget, 3, cap=20) == (0, True)
+    assert relearn_steps(OutputMask(model, [3], 10), pool, forget, 3, cap=20) == (20, False)
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2 ** 20 // 4)      # 64 MiB
+        block += 1
+        torch.cuda.is_available()
+    assert memory.peak_mb > 40
+    del block
+
+
+def test_plan_checks_its_arguments():
+    with pytest.raises(UserError, match="Unknown method"):
+        make_plan("quick", methods=["nosuch"], datasets=["digits"])
+    with pytest.raises(UserError, match="out of range"):
+        make_plan("quick", datasets=["digits"], classes=[10])
+    with pytest.raises(UserError, match="at least 1"):
+        make_plan("quick", datasets=["digits"], seeds=0)
+    with pytest.raises(UserError, match="Unknown profile"):
+        make_plan("medium")
+    plan = make_plan("quick", datasets=["digits"], methods=["ours", "retrain"], seeds=3, classes=[1, 2])
+    assert plan.methods == ["retrain", "ours"]
+    assert [(t.dataset, t.arch, t.classes, t.seeds) for t in plan.targets] == [("digits", "cnn", (1, 2), 3)]
+
+
+def test_report_orders_and_states_losses(digits_rows, tmp_path):
+    runs = pd.DataFrame(digits_rows)
+    summary = summarize_runs(runs)
+    assert list(summary["method"])[:2] == ["retrain", "original"]
+    assert {"forget_acc_mean", "forget_acc_std", "seconds_mean", "runs", "uses_training_data"} <= set(summary.columns)
+    text = summary_markdown(runs, summary, {"profile": {"name": "quick"}})
+    for name in METHODS:
+        if name != "retrain":
+            assert f"- **{name}**" in text
+    assert "loses to retrain" in text
+    fig = fig_forget_retain(runs, "digits", "cnn")
+    assert isinstance(fig, go.Figure) and any(t.marker.symbol == "star" for t in fig.data)
+    times = fig_seconds(runs)
+    assert times.layout.yaxis.type == "log" and "original" not in list(times.data[0].x)
+    write_outputs(runs, tmp_path, {"profile": {"name": "quick"}})
+    assert (tmp_path / "figures" / "forget_retain_digits_cnn.json").is_file()
+    assert (tmp_path / "figures.html").is_file()
+
+
+def test_cli_quick_digits_writes_results(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "core", "bench", "--profile", "quick", "--datasets", "digits",
+                           "--methods", "ours", "retrain", "output_mask", "--seeds", "1", "--classes", "3",
+                           "--out", "tmp"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "tmp"
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs.columns[:len(RUN_COLUMNS)]) == RUN_COLUMNS
+    assert sorted(runs["method"]) == ["original", "ours", "output_mask", "retrain"]
+    assert (runs["profile"] == "quick").all() and (runs["seed"] == 0).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"])[:2] == ["retrain", "original"]
+    text = (out / "summary.md").read_text()
+    assert "| **retrain** |" in text and "- **ours**" in text and "- **output_mask**" in text
+    meta = json.loads((out / "meta.json").read_text())
+    assert {"command", "date", "machine", "git_commit", "profile"} <= set(meta)
+    assert meta["status"] == "complete" and meta["machine"]["torch"] == torch.__version__
+    assert (out / "figures" / "seconds.json").is_file()
+    assert math.isfinite(float(runs.set_index("method").loc["retrain", "seconds"]))
+    bad = subprocess.run([sys.executable, "-m", "core", "bench", "--datasets", "digits", "--methods", "nosuch",
+                          "--out", "bad"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Unknown method" in bad.stderr and not (tmp_path / "bad").exists()
