@@ -56,7 +56,7 @@ def per_class_accuracy(classes: Sequence[str], per_class: Sequence[float], title
 def accuracy_before_after(classes: Sequence[str], before: Sequence[float], after: Sequence[float],
                           forget_class: int, title: str = "Per-class accuracy, before and after") -> go.Figure:
     """Grouped bars: every class before (grey) and after (orange); the forget class is labelled."""
-    labels = [f"{name}<br><b>forget</b>" if c == forget_class else str(name) for c, name in enumerate(classes)]
+    labels = [f"<b>{name}</b>" if c == forget_class else str(name) for c, name in enumerate(classes)]
     b, a = percent(before), percent(after)
     fig = go.Figure([
         go.Bar(name="before", x=labels, y=b, marker_color=BEFORE_COLOR,
@@ -66,7 +66,11 @@ def accuracy_before_after(classes: Sequence[str], before: Sequence[float], after
                hovertemplate="class %{x}<br>after %{y:.1f} %<extra></extra>"),
     ])
     fig.update_layout(barmode="group", bargap=0.25, legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
-    fig.update_yaxes(title="accuracy (%)", range=[0, 112], ticksuffix=" %")
+    if 0 <= forget_class < len(labels):
+        fig.add_annotation(x=labels[forget_class], y=116, text="<b>forget</b>", showarrow=False,
+                           font=dict(color=FORGET_COLOR, size=12), yanchor="top")
+    ticks = [0, 20, 40, 60, 80, 100]
+    fig.update_yaxes(title="accuracy (%)", range=[0, 118], tickvals=ticks, ticktext=[f"{t} %" for t in ticks])
     fig.update_xaxes(title="class", type="category")
     return _style(fig, title)
 
@@ -353,8 +357,7 @@ def bench_tradeoff(runs, title: str = "Forget vs. retain accuracy per method (me
         elif is_orig:
             marker.update(size=14, symbol="circle-open", color="#868e96", line=dict(color="#868e96", width=2))
         fig.add_trace(go.Scatter(
-            x=[row["retain_acc_mean"]], y=[row["forget_acc_mean"]], name=row["method"] + suffix,
-            mode="markers+text", text=[row["method"]], textposition="top center",
+            x=[row["retain_acc_mean"]], y=[row["forget_acc_mean"]], name=row["method"] + suffix, mode="markers",
             error_x=dict(type="data", array=[_nan0(row.get("retain_acc_std"))], visible=True, thickness=1),
             error_y=dict(type="data", array=[_nan0(row.get("forget_acc_std"))], visible=True, thickness=1),
             marker=marker,
@@ -365,7 +368,9 @@ def bench_tradeoff(runs, title: str = "Forget vs. retain accuracy per method (me
             fig.add_vline(x=row["retain_acc_mean"], line=dict(color="black", dash="dot", width=1))
     fig.update_xaxes(title="retain accuracy (%) - higher is better", ticksuffix=" %")
     fig.update_yaxes(title="forget accuracy (%) - lower is better", ticksuffix=" %", rangemode="tozero")
-    return _style(fig, title, height=440)
+    rows = math.ceil(len(table) / 3)
+    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.2, yanchor="top"))
+    return _style(fig, title, height=460 + 22 * rows, margin=dict(l=60, r=30, t=60, b=90 + 22 * rows))
 
 
 def _nan0(value) -> float:
@@ -382,12 +387,12 @@ def bench_time(runs, title: str = "Time to unlearn per method (seconds, log scal
                       for m in table["method"]],
         text=[f"{s:.3g} s" for s in table["seconds_mean"]], textposition="outside",
         hovertemplate="%{x}<br>%{y:.3g} s<extra></extra>"))
-    fig.update_yaxes(type="log", title="seconds (log scale)")
+    fig.update_yaxes(type="log", title="seconds (log scale)", dtick=1)
     fig.update_xaxes(title="method", type="category")
     return _style(fig, title, height=400, showlegend=False)
 
 
-def bench_membership(runs, title: str = "Membership inference on the forget class (lower = more forgotten)") -> go.Figure:
+def bench_membership(runs, title: str = "Membership inference (lower = more forgotten)") -> go.Figure:
     """Bars of the entropy-attack score per method (% of forget-class training images called members),
     with retraining's score as a dashed reference line."""
     table = bench_summary(runs)

@@ -70,6 +70,12 @@ class LoadedModel:
         return self.card.dataset
 
     @property
+    def origin(self) -> str:
+        """Where the model came from, in a few words (for the sidebar)."""
+        return {"shipped": "shipped with the app", "trained": "trained in this session (not saved)",
+                "uploaded": "uploaded in this session"}.get(self.key.split(":")[0], self.source)
+
+    @property
     def classes(self) -> list[str]:
         return list(self.card.classes)
 

@@ -1,0 +1,132 @@
+"""Model: the zoo of shipped checkpoints, training a new model, uploading one, and the model card."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import figures, session as S
+from core.data import DATASETS
+from core.errors import UserError
+from core.models import ARCHITECTURES
+from pages import common
+
+common.ensure_navigation()
+
+st.title("Model")
+st.caption("Every other page works on the model chosen here. Shipped checkpoints come with the repository; "
+           "a model you train or upload lives only in this browser session and is never written to disk.")
+
+flash = st.session_state.pop("model_flash", None)
+if flash:
+    st.success(flash)
+
+lm = common.current_model()
+
+# ----------------------------------------------------------------------------- zoo
+st.subheader("Model zoo")
+entries = common.zoo(common.data_dir())
+cards = [(e.key, e.name, e.card, e.available, e.reason, f"shipped: assets/{e.path.parent.name}/{e.path.name}")
+         for e in entries]
+cards += [(key, m.name, m.card, True, "", m.source) for key, m in common.session_models().items()]
+columns = st.columns(3)
+for i, (key, name, card, available, reason, source) in enumerate(cards):
+    with columns[i % 3].container(border=True):
+        in_use = key == lm.key
+        st.markdown(f"**{name}**" + ("  :green-badge[in use]" if in_use else ""))
+        st.caption(source)
+        acc = f"{100 * card.test_accuracy:.1f} %" if card.test_accuracy is not None else "not measured"
+        st.markdown(f"Test accuracy **{acc}** · {len(card.classes)} classes · input "
+                    f"{' x '.join(map(str, card.input_shape))}")
+        if available:
+            st.markdown(":green[Available] (its data is on this machine)")
+        else:
+            st.markdown(f":orange[Not available:] {reason}")
+        if st.button("Use this model", key=f"use_{key}", disabled=in_use or not available,
+                     width="stretch", type="secondary"):
+            common.set_current(key)
+            st.session_state["model_flash"] = f"Now using {name}."
+            st.rerun()
+
+# ----------------------------------------------------------------------------- train / upload
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("Train a new model")
+    st.caption("Uses the dataset's training recipe with few epochs, so it finishes in seconds (digits) to "
+               "about a minute per epoch (MNIST) on a CPU.")
+    datasets = S.trainable_datasets(common.data_dir())
+    c1, c2, c3 = st.columns(3)
+    t_dataset = c1.selectbox("Dataset", datasets, key="train_dataset")
+    t_arch = c2.selectbox("Architecture", S.TRAINABLE_ARCHS, key="train_arch")
+    t_epochs = c3.number_input("Epochs", min_value=1, max_value=50, value=S.default_epochs(t_dataset),
+                               key=f"train_epochs_{t_dataset}")
+    if st.button("Train", key="train_button", type="primary"):
+        bar = st.progress(0.0, text="Loading the training images...")
+        state = {"last": -1}
+
+        def progress(step: int, total: int, loss: float) -> None:
+            percent = int(100 * step / max(total, 1))
+            if percent != state["last"]:
+                state["last"] = percent
+                bar.progress(step / max(total, 1), text=f"Training: step {step} of {total}, loss {loss:.3f}")
+
+        try:
+            trained = S.train_new_model(t_dataset, t_arch, int(t_epochs), data_dir=common.data_dir(), progress=progress)
+        except UserError as exc:
+            bar.empty()
+            st.error(str(exc))
+        else:
+            bar.progress(1.0, text="Done.")
+            common.session_models()[trained.key] = trained
+            common.set_current(trained.key)
+            st.session_state["model_flash"] = (f"Trained {trained.name}: test accuracy "
+                                               f"{100 * trained.card.test_accuracy:.1f} %. It is now the current model.")
+            st.rerun()
+
+with right:
+    st.subheader("Upload a checkpoint")
+    st.caption(f"A safetensors file or a torch state_dict (read with weights_only=True), up to {S.MAX_UPLOAD_MB} MB, "
+               "for one of the named architectures.")
+    c1, c2 = st.columns(2)
+    u_arch = c1.selectbox("Architecture", list(ARCHITECTURES), index=list(ARCHITECTURES).index("cnn"), key="upload_arch")
+    u_dataset = c2.selectbox("Trained on", [d for d in DATASETS if d in datasets], key="upload_dataset")
+    uploaded = st.file_uploader("Checkpoint file", type=[s.lstrip(".") for s in S.UPLOAD_SUFFIXES], key="upload_file",
+                                max_upload_size=S.MAX_UPLOAD_MB)
+    if st.button("Load checkpoint", key="upload_button", disabled=uploaded is None):
+        try:
+            loaded = S.read_uploaded_checkpoint(uploaded.getvalue(), uploaded.name, u_arch, u_dataset, common.data_dir())
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            common.session_models()[loaded.key] = loaded
+            common.set_current(loaded.key)
+            st.session_state["model_flash"] = f"Loaded {loaded.name}. It is now the current model."
+            st.rerun()
+
+# ----------------------------------------------------------------------------- model card
+st.divider()
+st.subheader(f"Model card: {lm.name}")
+evaluation = common.test_accuracy(lm.checksum, lm)
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.plotly_chart(figures.per_class_accuracy(lm.classes, evaluation["per_class"],
+                                               title=f"Per-class accuracy on the {lm.dataset} test split"),
+                    key="model_per_class")
+    st.caption(f"Overall {common.pct(evaluation['overall'])} of the test split's images are classified correctly.")
+with right:
+    card = lm.card
+    classes = ", ".join(card.classes[:12]) + (" ..." if len(card.classes) > 12 else "")
+    st.markdown(f"""
+**Architecture** `{card.arch}` · **dataset** `{card.dataset}`  
+**Classes** {classes}  
+**Input** {' x '.join(map(str, card.input_shape))} (channels x height x width)  
+**Parameters** {S.parameter_count(lm.model):,}  
+**Test accuracy** {common.pct(evaluation['overall'])}  
+**Seed** {card.seed} · **created** {card.created or '-'}  
+**Source** {lm.source}
+""")
+    if card.command:
+        st.markdown("**Made by**")
+        st.code(card.command, language="bash", wrap_lines=True)
+st.markdown("**Layers** (top-level stages, output shape for one image)")
+st.dataframe(pd.DataFrame(S.layer_rows(lm.model, lm.card)), hide_index=True, width="stretch", key="model_layers",
+             column_config={"parameters": st.column_config.NumberColumn(format="localized")})

@@ -1,0 +1,455 @@
+"""The dashboard's pages through Streamlit's AppTest, and the plain helpers they call (core/session.py).
+
+Most tests use the shipped digits model (offline, seconds); one uses MNIST where ../shared/data has it.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, require_shared_data
+
+from core import session as S
+from core.errors import UserError
+from core.models import file_checksum, load_checkpoint, shipped_checkpoint, state_checksum
+
+APP = str(ROOT / "app.py")
+TIMEOUT = 180
+
+
+@pytest.fixture(autouse=True)
+def _no_bench_override(monkeypatch):
+    monkeypatch.delenv("UNLEARN_BENCH_DIRS", raising=False)
+
+
+def new_app(page: str | None = None, **state):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at) -> list[dict]:
+    """The Plotly figures on the page, as dicts."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def chart(at, title_part: str) -> dict:
+    found = [c for c in charts(at) if title_part in c["layout"].get("title", {}).get("text", "")]
+    assert found, f"no chart titled '*{title_part}*' in {[c['layout'].get('title') for c in charts(at)]}"
+    return found[0]
+
+
+def array(value):
+    """A Plotly JSON array as numpy: plain lists, or typed arrays ({"dtype", "bdata", "shape"})."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value:
+        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return out.reshape([int(n) for n in str(value.get("shape", len(out))).split(",")])
+    return np.asarray(value, dtype=float)
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def percent(text: str) -> float:
+    return float(text.replace("%", "").strip())
+
+
+def sidebar_text(at) -> str:
+    return " ".join(m.value for m in at.sidebar.markdown)
+
+
+def model_name(at) -> str:
+    """The current model's name as the Model page's card heading shows it."""
+    return [h.value for h in at.subheader if h.value.startswith("Model card: ")][0]
+
+
+# ----------------------------------------------------------------------------- app shell and Model page
+def test_model_page_zoo_card_and_sidebar():
+    at = new_app()
+    assert at.title[0].value == "Model"
+    side = sidebar_text(at)
+    assert "digits / cnn" in side and "Test accuracy" in side and "Device" in side
+    at.run()                                                            # the sidebar survives reruns
+    assert sidebar_text(at) == side
+    assert [p.label for p in at.sidebar.get("page_link")] == ["Change model"]
+    use = [b for b in at.button if b.label == "Use this model"]
+    assert len(use) == len(S.shipped_checkpoints())
+    assert any(b.disabled for b in use)                         # the model in use
+    assert at.selectbox(key="train_dataset").value == "digits"
+    assert at.number_input(key="train_epochs_digits").value == S.default_epochs("digits")
+    assert len(at.get("file_uploader")) == 1
+    card = chart(at, "Per-class accuracy")
+    assert card["data"][0]["type"] == "bar" and len(card["data"][0]["y"]) == 10
+    assert max(card["data"][0]["y"]) <= 100 and min(card["data"][0]["y"]) > 80
+    layers = at.dataframe[0].value
+    assert list(layers.columns) == ["layer", "type", "output shape", "parameters"]
+    assert layers["parameters"].sum() == sum(p.numel() for p in load_checkpoint(shipped_checkpoint("digits", "cnn"))[0].parameters())
+
+
+def test_train_from_page_keeps_model_in_session_and_writes_nothing():
+    shipped = ROOT / "assets" / "digits"
+    before = {p: file_checksum(p) for p in shipped.rglob("*") if p.is_file()}
+    at = new_app()
+    at.selectbox(key="train_arch").set_value("mlp")
+    at.number_input(key="train_epochs_digits").set_value(2)
+    at.button(key="train_button").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["model_key"].startswith("trained:")
+    assert "digits / mlp (trained" in model_name(at) and "digits / mlp (trained" in sidebar_text(at)
+    assert any("Trained digits / mlp" in s.value for s in at.success)
+    after = {p: file_checksum(p) for p in shipped.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_bad_upload_shows_one_error_and_keeps_the_model():
+    at = new_app()
+    key = at.session_state["model_key"]
+    at.file_uploader(key="upload_file").set_value(("broken.safetensors", b"\x00\x01not a checkpoint", "application/octet-stream"))
+    at.run()
+    at.button(key="upload_button").click().run()
+    assert len(at.error) == 1
+    assert "broken.safetensors" in at.error[0].value and "safetensors" in at.error[0].value
+    assert at.session_state["model_key"] == key
+    assert model_name(at) == "Model card: digits / cnn"
+
+
+def test_upload_for_the_wrong_architecture_is_refused_then_a_good_one_is_used():
+    data = shipped_checkpoint("digits", "cnn").read_bytes()
+    at = new_app()
+    at.selectbox(key="upload_arch").set_value("mlp")
+    at.file_uploader(key="upload_file").set_value(("digits-cnn.safetensors", data, "application/octet-stream"))
+    at.run()
+    at.button(key="upload_button").click().run()
+    assert len(at.error) == 1 and "does not fit this architecture" in at.error[0].value
+    assert at.session_state["model_key"] == S.DEFAULT_MODEL
+    at.selectbox(key="upload_arch").set_value("cnn").run()
+    at.button(key="upload_button").click().run()
+    assert not at.error
+    assert at.session_state["model_key"].startswith("uploaded:")
+    assert "uploaded digits-cnn.safetensors" in model_name(at)
+    assert "uploaded digits-cnn.safetensors" in sidebar_text(at)
+
+
+def test_read_uploaded_checkpoint_checks_size_kind_and_fit(tmp_path):
+    data = shipped_checkpoint("digits", "cnn").read_bytes()
+    with pytest.raises(UserError, match="upload limit is 1 MB"):
+        S.read_uploaded_checkpoint(b"x" * (2 * 2 ** 20), "big.safetensors", "cnn", "digits", max_mb=1)
+    with pytest.raises(UserError, match="is empty"):
+        S.read_uploaded_checkpoint(b"", "empty.pt", "cnn", "digits")
+    with pytest.raises(UserError, match="not a checkpoint"):
+        S.read_uploaded_checkpoint(data, "weights.txt", "cnn", "digits")
+    with pytest.raises(UserError, match="'garbage.pt' is neither"):
+        S.read_uploaded_checkpoint(b"garbage" * 10, "garbage.pt", "cnn", "digits")
+    state = tmp_path / "state.pt"
+    model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
+    torch.save(model.state_dict(), state)
+    loaded = S.read_uploaded_checkpoint(state.read_bytes(), "state.pt", "cnn", "digits")
+    assert loaded.checksum == state_checksum(model) and loaded.card.arch == "cnn"
+
+
+# ----------------------------------------------------------------------------- Relevance page
+def test_relevance_page_heatmaps_follow_class_and_polarity():
+    at = new_app("2_relevance")
+    assert at.selectbox(key="rel_class").value == 3
+    assert at.selectbox(key="rel_rule").value == "epsilon"
+    assert at.multiselect(key="rel_layers").value == ["relu1", "relu2", "relu3"]
+    grid = chart(at, "Input relevance")
+    heat = [d for d in grid["data"] if d["type"] == "heatmap" and d.get("colorscale") != "gray"
+            and d.get("zmid") == 0]
+    assert len(heat) == 3                                               # three images by default
+    assert all(d["zmin"] == -1 and d["zmax"] == 1 for d in heat)
+    assert len([c for c in charts(at) if "most relevant" in c["layout"]["title"]["text"]]) == 3
+    first = array(heat[0]["z"])
+    assert first.shape == (8, 8) and first.min() < 0 < first.max() and abs(first).max() <= 1
+    at.selectbox(key="rel_class").set_value(5).run()
+    assert not at.exception
+    assert "class 5" in chart(at, "Input relevance")["layout"]["title"]["text"]
+    assert not (array(chart(at, "Input relevance")["data"][1]["z"]) == first).all()
+    at.radio(key="rel_polarity").set_value("positive").run()
+    heat = [d for d in chart(at, "Input relevance")["data"] if d.get("zmid") == 0]
+    assert all(array(d["z"]).min() >= 0 for d in heat) and any(array(d["z"]).max() > 0 for d in heat)
+
+
+# ----------------------------------------------------------------------------- Neuron paths page
+def test_paths_page_graph_and_overlap():
+    at = new_app("3_paths")
+    graph = chart(at, "Neuronal path of class 3")
+    nodes = [d for d in graph["data"] if d.get("mode") == "markers+text"][0]
+    # up to 8 drawn units per layer; H = 20 % of relu1's 32 channels is 6
+    assert len(nodes["x"]) == 6 + 8 + 8
+    assert all("layer" in h and "relevance" in h and "frequency" in h for h in nodes["hovertext"])
+    assert any(d.get("mode") == "lines" for d in graph["data"])          # relevance flows between layers
+    overlap = chart(at, "Overlap")
+    z = array(overlap["data"][0]["z"])
+    assert z.shape == (3, 10) and (z[:, 3] == 1.0).all()              # the class with itself
+    assert ((0 <= z) & (z <= 1)).all()
+    at.selectbox(key="path_class").set_value(7).run()
+    moved = [d for d in chart(at, "Neuronal path of class 7")["data"] if d.get("mode") == "markers+text"][0]
+    assert moved["text"] != nodes["text"]
+
+
+# ----------------------------------------------------------------------------- Unlearn page
+def test_unlearn_page_slider_changes_the_results():
+    at = new_app("4_unlearn")
+    assert at.selectbox(key="unl_class").value == 3
+    assert at.selectbox(key="unl_target").value in ("in", "out", "both")
+    assert at.selectbox(key="unl_rule").value == "epsilon"
+    assert at.multiselect(key="unl_layers").value == ["relu3"]
+    assert at.radio(key="unl_method").value == "zero"
+    slider = at.slider(key="unl_strength")
+    assert slider.value == 1.0
+    full = metrics(at)
+    forget_label = "Forget accuracy (class 3)"
+    assert percent(full[forget_label]) < 20
+    bars_full = array(chart(at, "before and after")["data"][1]["y"])
+
+    at.slider(key="unl_strength").set_value(0.0).run()
+    none = metrics(at)
+    report = at.session_state["unlearn_report"]
+    assert report["per_class_after"] == report["per_class_before"]       # strength 0 = the original model
+    assert percent(none[forget_label]) > 85
+    bars_none = array(chart(at, "before and after")["data"][1]["y"])
+    assert bars_none[3] > bars_full[3] + 50
+    sweep = chart(at, "across strengths")
+    assert list(array(sweep["data"][2]["x"])) == [0.0, 0.0]             # the current setting is marked
+
+    at.radio(key="unl_method").set_value("gaussian").run()
+    at.slider(key="unl_strength").set_value(1.0).run()
+    assert at.session_state["unlearn_report"]["method"] == "gaussian"
+    assert [d.label for d in at.get("download_button")] == ["Checkpoint", "Model card", "Report"]
+
+
+def test_unlearn_page_membership_inference_on_demand():
+    at = new_app("4_unlearn")
+    assert not [m for m in at.metric if "members" in m.label]
+    at.button(key="unl_mia").click().run()
+    assert not at.exception
+    scores = at.session_state["unlearn_report"]["membership_inference"]
+    assert 0 <= scores["before"] <= 1 and 0 <= scores["after"] <= 1
+    assert [m for m in at.metric if "members" in m.label]
+
+
+def test_export_writes_a_loadable_checkpoint_and_leaves_the_model(digits_model, digits_split):
+    from core.unlearn import default_config, unlearn
+
+    model, card = digits_model
+    checksum = state_checksum(model)
+    pool, _ = digits_split
+    result = unlearn(model, pool, 4, default_config())
+    weights, card_json, report_json = S.export_unlearned(result.model, card, 4, result.config.to_dict(),
+                                                         {"forget_acc_after": 0.0, "per_class_after": [0.5] * 10},
+                                                         "assets/digits/cnn.safetensors")
+    assert state_checksum(model) == checksum
+    assert json.loads(card_json)["notes"]["forget_class"] == 4
+    assert json.loads(report_json)["forget_acc_after"] == 0.0
+    from safetensors.torch import load as load_bytes
+
+    tensors = load_bytes(weights)
+    assert set(tensors) == set(model.state_dict())
+    assert torch.equal(tensors["fc2.weight"], result.model.state_dict()["fc2.weight"])
+
+
+def test_two_sessions_share_the_cache_but_not_their_state():
+    """Two page sessions on the same cached model, interleaved: each keeps its own class and strength,
+    and the shared model is never changed. (AppTest itself is not thread-safe: it swaps a global
+    runtime per run, so real concurrency is tested below on the cached functions the page calls, and
+    in test_browser with two browser sessions.)"""
+    from pages import common
+
+    shared = common.shipped_model(str(shipped_checkpoint("digits", "cnn")))
+    checksum = state_checksum(shared.model)
+    a = new_app("4_unlearn", unl_class=3)
+    b = new_app("4_unlearn", unl_class=7)
+    a.slider(key="unl_strength").set_value(0.9).run()
+    b.slider(key="unl_strength").set_value(0.5).run()
+    a.run()
+    ra, rb = a.session_state["unlearn_report"], b.session_state["unlearn_report"]
+    assert (ra["forget_class"], ra["strength"]) == (3, 0.9) and (rb["forget_class"], rb["strength"]) == (7, 0.5)
+    assert "Forget accuracy (class 3)" in metrics(a) and "Forget accuracy (class 7)" in metrics(b)
+    assert common.shipped_model(str(shipped_checkpoint("digits", "cnn"))) is shared
+    assert state_checksum(shared.model) == checksum
+
+
+def test_two_threads_unlearn_different_classes_at_once():
+    """What two sessions' script threads do, at the same time, on the shared cached model: each
+    gets exactly what a lone sequential run gives for its class, and the model stays unchanged."""
+    import streamlit as st
+
+    from core.evaluate import evaluate
+    from core.perturb import perturb
+    from core.unlearn import default_config, unlearn
+    from pages import common
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    shared = common.shipped_model(str(shipped_checkpoint("digits", "cnn")))
+    checksum = state_checksum(shared.model)
+    pool, eval_set = common.heldout("digits", None)
+    config = common.selection_config(replace(default_config(), layers=("relu3",)))
+    strengths = (0.3, 0.6, 0.9, 1.0)
+    barrier, results, errors = threading.Barrier(2), {}, []
+
+    def session(cls: int) -> None:
+        try:
+            barrier.wait()
+            result, explorer = common.unlearned(shared.checksum, shared, cls, repr(config), config)
+            key = f"{shared.checksum}|{cls}|{config!r}"
+            evals = [common.perturbed(key, explorer, s, "zero")[0] for s in strengths]
+            variant = common.perturbed(key, explorer, 1.0, "zero")[1]
+            position = int((eval_set.labels == cls).nonzero()[0])
+            heat = common.heatmap_of(f"{key}|1.0|zero", variant, position, "digits", cls)
+            results[cls] = (result.path.units, evals, heat)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(c,)) for c in (3, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert state_checksum(shared.model) == checksum
+    from core.session import image_relevance
+
+    for cls in (3, 7):
+        units, evals, heat = results[cls]
+        alone = unlearn(shared.model, pool, cls, config)
+        assert units == alone.path.units
+        for s, got in zip(strengths, evals):
+            variant = perturb(shared.model, alone.path.units, cls, replace(config, strength=s).spec(),
+                              eval_set.info.input_shape)
+            assert got.forget_class == cls and got.per_class == pytest.approx(evaluate(variant, eval_set, cls).per_class)
+        position = int((eval_set.labels == cls).nonzero()[0])
+        assert heat == pytest.approx(image_relevance(variant, eval_set.images[position], cls), abs=1e-5)
+        assert evals[-1].forget_acc < evals[0].forget_acc
+    assert state_checksum(shared.model) == checksum
+
+
+def test_unlearn_page_on_mnist(monkeypatch):
+    data = require_shared_data()
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(data))
+    at = new_app("4_unlearn", model_key="shipped:mnist/cnn")
+    assert "mnist / cnn" in sidebar_text(at)
+    report = at.session_state["unlearn_report"]
+    assert report["dataset"] == "mnist" and report["eval_size"] == 9000
+    assert report["forget_acc_before"] > 0.98
+    assert report["forget_acc_after"] < 0.10
+    assert report["retain_acc_after"] > report["retain_acc_before"] - 0.02
+
+
+# ----------------------------------------------------------------------------- Compare page
+def test_compare_page_without_results_says_how_to_make_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_BENCH_DIRS", str(tmp_path))
+    at = new_app("5_compare")
+    assert len(at.info) == 1 and "python -m core bench --profile quick" in at.info[0].value
+    assert not at.get("plotly_chart")
+
+
+def _write_runs(folder: Path, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+    return folder / "runs.csv"
+
+
+def _runs(methods: dict[str, tuple[float, float, float, float]]) -> list[dict]:
+    rows = []
+    for method, (forget, retain, mia, seconds) in methods.items():
+        for seed in (0, 1):
+            rows.append({"profile": "quick", "dataset": "digits", "arch": "cnn", "method": method, "forget_class": 3,
+                         "seed": seed, "forget_acc": forget, "retain_acc": retain, "mia_entropy": mia,
+                         "mia_loss_gap": 0.0, "seconds": seconds * (1 + seed / 10), "peak_mem_mb": 10.0,
+                         "relearn_steps": 5, "probe_recall": 0.1, "probe_auc": 0.5,
+                         "uses_training_data": method == "retrain"})
+    return rows
+
+
+def test_compare_page_reads_the_newest_runs(tmp_path, monkeypatch):
+    user, shipped = tmp_path / "bench-results", tmp_path / "assets-bench"
+    _write_runs(shipped / "quick", _runs({"retrain": (0.0, 0.98, 0.1, 20.0), "lra_npp": (0.5, 0.5, 0.5, 1.0)}))
+    _write_runs(user / "quick", _runs({"retrain": (0.0, 0.97, 0.1, 30.0), "lra_npp": (0.01, 0.96, 0.2, 0.5),
+                                       "original": (0.99, 0.98, 0.9, 0.0)}))
+    monkeypatch.setenv("UNLEARN_BENCH_DIRS", f"{user}{__import__('os').pathsep}{shipped}")
+    assert S.bench_run_files()[0] == user / "quick" / "runs.csv"
+    at = new_app("5_compare")
+    assert not at.info
+    tradeoff = chart(at, "Forget vs. retain")
+    names = [d["name"] for d in tradeoff["data"]]
+    assert names[0] == "retrain (reference)" and "lra_npp" in names
+    lra = [d for d in tradeoff["data"] if d["name"] == "lra_npp"][0]
+    assert list(array(lra["x"])) == [pytest.approx(96.0)] and list(array(lra["y"])) == [pytest.approx(1.0)]
+    times = chart(at, "Time to unlearn")
+    assert times["layout"]["yaxis"]["type"] == "log" and "original" not in list(times["data"][0]["x"])
+    assert chart(at, "Membership inference")
+    table = at.dataframe[0].value
+    assert list(table["method"])[:2] == ["retrain", "original"]
+    at.selectbox(key="cmp_file").set_value(shipped / "quick" / "runs.csv").run()
+    lra = [d for d in chart(at, "Forget vs. retain")["data"] if d["name"] == "lra_npp"][0]
+    assert list(array(lra["y"])) == [pytest.approx(50.0)]
+
+
+def test_load_runs_refuses_a_file_without_the_columns(tmp_path):
+    bad = tmp_path / "runs.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="lacks the columns method, forget_acc"):
+        S.load_runs(bad)
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_zoo_marks_models_without_data_as_unavailable(tmp_path, monkeypatch):
+    """With no data folder and an empty cache, only digits is offered; the others say what they need."""
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
+    zoo = {e.key: e for e in S.model_zoo()}
+    assert zoo[S.DEFAULT_MODEL].available and zoo[S.DEFAULT_MODEL].reason == ""
+    others = [e for key, e in zoo.items() if key != S.DEFAULT_MODEL]
+    assert others and all(not e.available and "UNLEARN_DATA_DIR" in e.reason for e in others)
+    at = new_app()
+    assert at.session_state["model_key"] == S.DEFAULT_MODEL
+    assert len([m for m in at.markdown if m.value.startswith(":orange[Not available:]")]) == len(others)
+    assert all(b.disabled for b in at.button if b.label == "Use this model")
+    assert at.selectbox(key="train_dataset").options == ["digits"]
+
+
+def test_path_overlap_is_jaccard():
+    from core.paths import LayerSelection, NeuronPath
+
+    def path(c, units):
+        return NeuronPath(c, {"a": LayerSelection("a", units, [1.0] * len(units), [1.0] * len(units), 10, 2, len(units))})
+
+    layers, classes, matrix = S.path_overlap({0: path(0, [1, 2, 3]), 1: path(1, [3, 4]), 2: path(2, [7])}, 0)
+    assert layers == ["a"] and classes == [0, 1, 2]
+    assert matrix.tolist() == [[1.0, 0.25, 0.0]]
+    assert S.jaccard([], []) == 1.0
+
+
+def test_session_helpers_never_move_or_change_a_shared_model(digits_model):
+    model, card = digits_model
+    checksum = state_checksum(model)
+    rows = S.layer_rows(model, card)
+    assert rows[0]["layer"] == "conv1" and rows[0]["output shape"] == "32 x 8 x 8"
+    assert S.analysable_layers(model) == ["relu1", "relu2", "relu3"]
+    assert S.unit_word(model, card, "relu1") == "channel" and S.unit_word(model, card, "relu3") == "unit"
+    pool, _ = S.heldout_data("digits")
+    rel = S.class_relevance(model, card, pool, 1, "epsilon", ["relu3"])
+    assert rel.heatmaps.shape[1:] == (8, 8) and rel.layers["relu3"].shape[1] == 512
+    assert state_checksum(model) == checksum and next(model.parameters()).device.type == "cpu"

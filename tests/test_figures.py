@@ -1,0 +1,166 @@
+"""core/figures.py: data in, go.Figure out, with the scales, units and marks the pages rely on."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from core import figures as F
+from core.paths import LayerSelection, NeuronPath
+
+ALLOWED = {"heatmap", "scatter", "bar", "sankey"}      # what Streamlit's bundled plotly.js must draw
+
+
+def trace_types(fig: go.Figure) -> set[str]:
+    return {t.type for t in fig.data}
+
+
+def test_per_class_accuracy_in_percent_with_highlight():
+    fig = F.per_class_accuracy(["a", "b", "c"], [1.0, 0.5, float("nan")], highlight=1)
+    bar = fig.data[0]
+    assert list(bar.y) == [100.0, 50.0, None]
+    assert bar.marker.color[1] == F.FORGET_COLOR and bar.marker.color[0] == F.RETAIN_COLOR
+    assert fig.layout.yaxis.title.text == "accuracy (%)" and fig.layout.title.text
+    assert trace_types(fig) <= ALLOWED
+
+
+def test_before_after_bars_are_grouped_and_mark_the_forget_class():
+    fig = F.accuracy_before_after(["0", "1", "2"], [0.9, 0.8, 1.0], [0.0, 0.8, 0.95], forget_class=0)
+    assert [t.name for t in fig.data] == ["before", "after"] and fig.layout.barmode == "group"
+    assert list(fig.data[1].y) == pytest.approx([0.0, 80.0, 95.0])
+    assert fig.data[0].x[0] == "<b>0</b>" and fig.data[0].x[1] == "1"
+    assert fig.layout.annotations[0].text == "<b>forget</b>" and fig.layout.annotations[0].x == "<b>0</b>"
+    assert list(fig.layout.yaxis.ticktext)[-1] == "100 %"
+
+
+def test_clip_relevance_is_symmetric_bounded_and_polar():
+    h = np.array([[-4.0, -1.0], [0.0, 2.0]])
+    both = F.clip_relevance(h, percentile=100)
+    assert both.max() <= 1 and both.min() == -1 and both[1, 0] == 0
+    assert F.clip_relevance(h, 100, "positive").min() == 0
+    assert F.clip_relevance(h, 100, "negative").max() == 0
+    assert F.clip_relevance(h, scale=1.0)[0, 0] == -1 and F.clip_relevance(h, scale=8.0)[0, 0] == -0.5
+    assert F.relevance_scale(np.zeros((2, 2))) == 1.0                       # all-zero maps do not divide by 0
+    with pytest.raises(ValueError):
+        F.clip_relevance(h, polarity="sideways")
+
+
+def test_relevance_grid_puts_heatmaps_beside_images_on_a_diverging_scale():
+    rng = np.random.default_rng(0)
+    images, maps = rng.random((4, 8, 8, 1)), rng.normal(size=(4, 8, 8))
+    fig = F.relevance_grid(images, maps, [f"img {i}" for i in range(4)], per_row=2)
+    relevance = [t for t in fig.data if t.zmid == 0]
+    pictures = [t for t in fig.data if t.colorscale and t.colorscale[0][1].startswith("rgb(0")]
+    assert len(relevance) == 4 and len(pictures) == 4
+    assert all(t.zmin == -1 and t.zmax == 1 for t in relevance)
+    assert sum(bool(t.showscale) for t in relevance) == 1                   # one colour bar
+    assert fig.layout.yaxis.autorange == "reversed"                          # row 0 on top, like an image
+    assert trace_types(fig) <= ALLOWED
+    colour = F.relevance_grid(rng.random((1, 8, 8, 3)), maps[:1], ["rgb"])
+    assert len(colour.layout.images) == 1 and colour.layout.images[0].source.startswith("data:image/png;base64,")
+
+
+def test_before_after_heatmaps_share_the_before_scale():
+    before = np.array([[2.0, -2.0], [1.0, 0.0]])
+    fig = F.relevance_before_after(np.zeros((2, 2, 1)), before, before / 2, percentile=100)
+    b, a = (t for t in fig.data if t.zmid == 0)
+    assert np.allclose(np.asarray(a.z), np.asarray(b.z) / 2)                 # fading shows as paler colour
+
+
+def test_top_units_sorted_and_labelled():
+    rel = np.array([[0.1, 3.0, -1.0, 2.0], [0.1, 1.0, -1.0, 2.0]])
+    fig = F.top_units("relu1", rel, top=3, word="channel")
+    assert list(fig.data[0].x) == ["ch 1", "ch 3", "ch 0"]
+    assert list(fig.data[0].y) == pytest.approx([2.0, 2.0, 0.1])
+    assert "3 of 4 channels" in fig.layout.title.text and fig.layout.yaxis.title.text == "mean relevance"
+
+
+def _path() -> NeuronPath:
+    sel_a = LayerSelection("a", [5, 1, 2], [1.0, 0.5, 0.25], [2.0, 1.0, -0.5], 32, 3, 3)
+    sel_b = LayerSelection("b", [7, 9], [1.0, 1.0], [0.4, 0.2], 64, 2, 2)
+    edges = [{"lower": "a", "i": 5, "upper": "b", "j": 7, "flow": 1.0},
+             {"lower": "a", "i": 1, "upper": "b", "j": 9, "flow": -0.5},
+             {"lower": "a", "i": 2, "upper": "b", "j": 9, "flow": 0.001},   # too small to draw
+             {"lower": "a", "i": 99, "upper": "b", "j": 7, "flow": 2.0}]    # unit not drawn
+    return NeuronPath(3, {"a": sel_a, "b": sel_b}, edges)
+
+
+def test_neuron_path_graph_nodes_edges_and_hover():
+    fig = F.neuron_path(_path(), max_units=2)
+    nodes = [t for t in fig.data if t.mode == "markers+text"][0]
+    assert list(nodes.x) == [0, 0, 1, 1] and list(nodes.text) == ["5", "1", "7", "9"]
+    assert nodes.marker.size[0] > nodes.marker.size[1]                       # size by frequency
+    assert nodes.marker.color[0] == 1.0 and nodes.marker.cmid == 0           # colour by relevance (÷ layer max)
+    assert "layer a" in nodes.hovertext[0] and "unit 5" in nodes.hovertext[0]
+    assert "relevance" in nodes.hovertext[0] and "frequency 100 %" in nodes.hovertext[0]
+    lines = [t for t in fig.data if t.mode == "lines"]
+    drawn = sum(list(t.x).count(None) for t in lines)
+    assert drawn == 2                                                        # tiny and undrawn-unit edges skipped
+    widths = sorted(t.line.width for t in lines)
+    assert widths[-1] > widths[0]                                            # width by flow
+    assert "a" in fig.layout.xaxis.ticktext[0] and "3 of 32" in fig.layout.xaxis.ticktext[0]
+    assert trace_types(fig) <= ALLOWED
+
+
+def test_path_overlap_heatmap():
+    fig = F.path_overlap(["a", "b"], ["0", "1", "2"], np.array([[1.0, 0.2, 0.0], [1.0, 0.5, 0.1]]), forget_index=0)
+    heat = fig.data[0]
+    assert heat.zmin == 0 and heat.zmax == 1 and list(heat.x)[0] == "0 (forget)"
+    assert heat.text[1][1] == "0.50"
+
+
+def test_strength_sweep_marks_the_current_setting():
+    fig = F.strength_sweep([0, 0.5, 1], [0.9, 0.4, 0.0], [0.98, 0.97, 0.96], 0.5, (0.4, 0.97))
+    assert [t.name for t in fig.data] == ["forget class", "retain classes", "current setting"]
+    assert list(fig.data[0].y) == pytest.approx([90, 40, 0]) and list(fig.data[2].x) == [0.5, 0.5]
+    assert any(shape.x0 == 0.5 for shape in fig.layout.shapes)
+    assert fig.layout.yaxis.title.text == "accuracy (%)"
+
+
+def bench_frame() -> pd.DataFrame:
+    rows = []
+    for method, forget, retain, mia, seconds in [("lra_npp", 0.02, 0.97, 0.3, 0.8), ("retrain", 0.0, 0.98, 0.2, 30.0),
+                                                 ("finetune", 0.2, 0.95, 0.5, 10.0), ("original", 0.97, 0.99, 0.9, 0.0)]:
+        for seed in range(3):
+            rows.append({"profile": "quick", "dataset": "mnist", "arch": "cnn", "method": method, "forget_class": 3,
+                         "seed": seed, "forget_acc": forget + 0.01 * seed, "retain_acc": retain, "mia_entropy": mia,
+                         "mia_loss_gap": 0.1, "seconds": seconds, "peak_mem_mb": 100.0, "relearn_steps": 10,
+                         "probe_recall": 0.1, "probe_auc": 0.5, "uses_training_data": method in ("retrain", "finetune")})
+    return pd.DataFrame(rows)
+
+
+def test_bench_summary_in_percent_retrain_first():
+    table = F.bench_summary(bench_frame())
+    assert list(table["method"]) == ["retrain", "original", "lra_npp", "finetune"]
+    row = table.set_index("method").loc["lra_npp"]
+    assert row["forget_acc_mean"] == pytest.approx(3.0) and row["retain_acc_mean"] == pytest.approx(97.0)
+    assert row["forget_acc_std"] == pytest.approx(1.0) and row["runs"] == 3
+    percent = bench_frame().assign(forget_acc=lambda d: d.forget_acc * 100, retain_acc=lambda d: d.retain_acc * 100)
+    assert F.bench_summary(percent).set_index("method").loc["lra_npp", "retain_acc_mean"] == pytest.approx(97.0)
+
+
+def test_bench_tradeoff_marks_retrain_as_reference():
+    fig = F.bench_tradeoff(bench_frame())
+    by_name = {t.name: t for t in fig.data}
+    ref = by_name["retrain (reference)"]
+    assert ref.marker.symbol == "star" and list(ref.x) == pytest.approx([98.0])
+    assert list(by_name["lra_npp"].y) == pytest.approx([3.0])
+    assert "original (before unlearning)" in by_name
+    assert len(fig.layout.shapes) == 2                                       # guide lines through retrain
+    assert "forget accuracy" in fig.layout.yaxis.title.text and "retain accuracy" in fig.layout.xaxis.title.text
+
+
+def test_bench_time_is_log_scale_without_the_original():
+    fig = F.bench_time(bench_frame())
+    assert fig.layout.yaxis.type == "log"
+    assert list(fig.data[0].x) == ["lra_npp", "finetune", "retrain"]
+    assert fig.data[0].marker.color[-1] == "black"
+
+
+def test_bench_membership_has_a_retrain_line():
+    fig = F.bench_membership(bench_frame())
+    assert list(fig.data[0].x)[0] == "retrain" and fig.data[0].y[0] == pytest.approx(20.0)
+    assert any(shape.y0 == pytest.approx(20.0) for shape in fig.layout.shapes)
+    no_mia = F.bench_membership(bench_frame().drop(columns=["mia_entropy"]))
+    assert isinstance(no_mia, go.Figure)
