@@ -7,7 +7,7 @@ re-evaluated by running just the tail: ``logits = tail(cached)`` instead of ``mo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -89,3 +89,43 @@ class ActivationCache:
         acts = self.activations
         return torch.cat([tail(acts[i:i + self.batch_size]).float().cpu()
                           for i in range(0, len(acts), self.batch_size)])
+
+
+@dataclass
+class LinearRowCache:
+    """Cache for perturbations whose earliest edit is to rows U of a Linear stage.
+
+    The stage computes z = x W^T + b. A copy that changes only rows U has
+    z'_U = z_U + x (W'_U - W_U)^T + (b'_U - b_U). Zeroing with strength s makes W'_U = (1 - s) W_U,
+    so x (W'_U - W_U)^T = -s (z_U - b_U) costs nothing; noise adds s N_U, and x N_U^T is computed
+    once per draw (method, seed). Only the stages after this one are then re-run.
+    """
+
+    start: int
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    rows: list[int]
+    products: dict = field(default_factory=dict)
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: nn.Sequential, inputs: torch.Tensor, start: int, rows: list[int]) -> "LinearRowCache":
+        return cls(start=start, inputs=inputs, outputs=model[start](inputs), rows=sorted(rows))
+
+    @torch.no_grad()
+    def tail_logits(self, source: nn.Sequential, variant: nn.Sequential, method: str, strength: float,
+                    seed: int) -> torch.Tensor:
+        before, after = source[self.start], variant[self.start]
+        rows = self.rows
+        delta_w = after.weight[rows] - before.weight[rows]
+        delta_b = (after.bias[rows] - before.bias[rows]) if before.bias is not None else 0.0
+        bias = before.bias[rows] if before.bias is not None else 0.0
+        z = self.outputs.clone()
+        if method == "zero":
+            z[:, rows] = (1 - strength) * (self.outputs[:, rows] - bias) + bias + delta_b
+        elif strength > 0:
+            key = (method, seed)
+            if key not in self.products:
+                self.products[key] = self.inputs @ (delta_w / strength).T
+            z[:, rows] = self.outputs[:, rows] + strength * self.products[key] + delta_b
+        return variant[self.start + 1:](z).float().cpu()

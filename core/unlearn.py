@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
-from core.compute import ActivationCache
+from core.compute import ActivationCache, LinearRowCache
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize
 from core.paths import NeuronPath, find_path
-from core.perturb import PerturbationSpec, apply_edits, first_changed_stage, plan_edits
+from core.perturb import ParamEdit, PerturbationSpec, apply_edits, first_changed_stage, plan_edits
 from core.relevance import RelevanceAnalyzer
 
 # The authors' defaults (MNIST: K=50, H=80 of 512 units) as shares of the analysed layer's width.
@@ -142,13 +142,28 @@ class PerturbationExplorer:
     """Re-evaluate one selected path under many perturbation settings, fast.
 
     The evaluation set's activations are cached at the input of the earliest stage the edits touch;
-    each call copies the model, applies the edits and runs only the remaining stages."""
+    each call copies the model, applies the edits and runs only the remaining stages. When that
+    stage is a Linear layer whose rows alone change, its output is cached too and only the edited
+    rows are updated (:class:`core.compute.LinearRowCache`)."""
 
     def __init__(self, model: nn.Module, path: NeuronPath, eval_set: ImageSet, base: PerturbationSpec):
         self.model, self.path, self.eval_set, self.base = model, path, eval_set, base
         self.input_shape = eval_set.info.input_shape
         edits = plan_edits(model, path.units, path.forget_class, base, self.input_shape)
         self.cache = ActivationCache.build(model, eval_set.images, first_changed_stage(model, edits))
+        self.rows_cache = self._row_cache(edits)
+
+    def _row_cache(self, edits: list[ParamEdit]) -> LinearRowCache | None:
+        start = self.cache.start
+        if not isinstance(self.model, nn.Sequential) or start >= len(self.model) or \
+                not isinstance(self.model[start], nn.Linear):
+            return None
+        stage = [name for name, _ in self.model.named_children()][start]
+        here = [e for e in edits if e.param.split(".")[0] == stage]
+        if any(e.cols is not None or e.rows is None for e in here):
+            return None
+        rows = sorted({r for e in here for r in e.rows})
+        return LinearRowCache.build(self.model, self.cache.activations, start, rows)
 
     def variant(self, **changes) -> tuple[nn.Module, PerturbationSpec]:
         spec = replace(self.base, **changes)
@@ -159,7 +174,10 @@ class PerturbationExplorer:
 
     def evaluate(self, **changes) -> tuple[Evaluation, nn.Module]:
         """Evaluation of the perturbed model (e.g. ``strength=0.5``) from the cache."""
-        variant, _ = self.variant(**changes)
-        logits = self.cache.tail_logits(variant)
+        variant, spec = self.variant(**changes)
+        same_rows = spec.target == self.base.target and spec.keep_bias == self.base.keep_bias
+        if self.rows_cache is not None and same_rows:
+            logits = self.rows_cache.tail_logits(self.model, variant, spec.method, float(spec.strength), spec.seed)
+        else:
+            logits = self.cache.tail_logits(variant)
         return summarize(logits, self.eval_set.labels, self.path.forget_class), variant
-

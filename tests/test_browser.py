@@ -2,7 +2,7 @@
 
 Needs Debian's chromium at /usr/bin/chromium (never a downloaded browser). Without it the tests are
 skipped, except on CI (CI=true), where they fail. Screenshots of every page (1280x800) go to
-test-output/screenshots/ and are copied to assets/screenshots/ for the README.
+test-output/screenshots/ (and, with UPDATE_SCREENSHOTS=1, to assets/screenshots/ for the README).
 """
 from __future__ import annotations
 
@@ -132,13 +132,15 @@ def choose(page, label: str, option: str) -> None:
 
 
 def shoot(page, name: str) -> Path:
-    """Screenshot the viewport (1280x800) into test-output/screenshots/ and assets/screenshots/."""
+    """Screenshot the viewport (1280x800) into test-output/screenshots/; with
+    UPDATE_SCREENSHOTS=1 also into assets/screenshots/ (the README's pictures)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     time.sleep(0.8)
     target = SHOTS / f"{name}.png"
     page.screenshot(path=str(target))
-    README_SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(target, README_SHOTS / target.name)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        README_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, README_SHOTS / target.name)
     return target
 
 

@@ -71,10 +71,13 @@ def test_cache_equals_full_evaluation(mnist_model, mnist_split):
     result = unlearn(model, pool, 3)
     explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
     assert explorer.cache.start > 0
-    for strength in (0.3, 1.0):
-        cached, variant = explorer.evaluate(strength=strength)
+    assert explorer.rows_cache is not None          # fc1's rows change: its output is cached too
+    for method, strength in (("zero", 0.3), ("zero", 1.0), ("gaussian", 0.05), ("laplace", 0.02)):
+        cached, variant = explorer.evaluate(strength=strength, method=method)
         full = evaluate(variant, eval_set, 3)
-        assert cached.per_class == full.per_class
+        assert cached.per_class == full.per_class, (method, strength)
+    cached, variant = explorer.evaluate(strength=0.5, target="out")   # other rows: the plain cache
+    assert cached.per_class == evaluate(variant, eval_set, 3).per_class
 
 
 def test_noise_is_seeded(digits_model):
