@@ -127,12 +127,12 @@ def find_path(analyzer: RelevanceAnalyzer, pool: AnalysisPool, forget_class: int
     layers = analyzer.check_layers(layers or [analyzer.default_layer])
     layers = order_layers(analyzer, layers)
     forget = pool.forget_images(forget_class, n_images, seed)
-    result = analyzer.relevance(forget.images, target="pred", layers=layers)
+    result = analyzer.relevance(forget.images, target="pred", layers=layers, input_heatmaps=False)
     if selection == "frequency":
         selections = {name: select_by_frequency(name, result.layers[name], k, h) for name in layers}
     elif selection == "contrast":
         others = pool.without_class(forget_class).sample((n_images or 36) * 3, seed)
-        other = analyzer.relevance(others.images, target="pred", layers=layers)
+        other = analyzer.relevance(others.images, target="pred", layers=layers, input_heatmaps=False)
         selections = {name: select_by_contrast(name, result.layers[name], other.layers[name], k, h, coverage)
                       for name in layers}
     else:

@@ -160,11 +160,10 @@ def _index(edit: ParamEdit, param: torch.Tensor):
 
 
 @torch.no_grad()
-def apply_edits(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSpec) -> nn.Module:
-    """A perturbed copy of ``model``; noise is drawn from a generator seeded with ``spec.seed``."""
-    variant = clone_model(model)
-    params = dict(variant.named_parameters())
-    generator = torch.Generator().manual_seed(spec.seed)
+def edit_in_place(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSpec,
+                  generator: torch.Generator) -> nn.Module:
+    """Apply ``edits`` to ``model`` itself: only for a private working copy."""
+    params = dict(model.named_parameters())
     s = float(spec.strength)
     for edit in edits:
         param = params[edit.param]
@@ -179,7 +178,12 @@ def apply_edits(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSpec
             uniform = torch.rand(shape, generator=generator).clamp(1e-7, 1 - 1e-7) - 0.5
             noise = -torch.sign(uniform) * torch.log1p(-2 * uniform.abs())
         param[idx] = param[idx] + s * noise.to(param.device, param.dtype)
-    return variant
+    return model
+
+
+def apply_edits(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSpec) -> nn.Module:
+    """A perturbed copy of ``model``; noise is drawn from a generator seeded with ``spec.seed``."""
+    return edit_in_place(clone_model(model), edits, spec, torch.Generator().manual_seed(spec.seed))
 
 
 def perturb(model: nn.Module, units: dict[str, list[int]], forget_class: int, spec: PerturbationSpec,

@@ -104,12 +104,13 @@ class RelevanceAnalyzer:
 
     def relevance(self, images: torch.Tensor, target: str | int | torch.Tensor = "pred",
                   labels: torch.Tensor | None = None, layers: list[str] | None = None,
-                  batch_size: int = 256) -> RelevanceResult:
+                  batch_size: int = 256, input_heatmaps: bool = True) -> RelevanceResult:
         """LRP started at ``target``: "pred" (the model's prediction), "true" (``labels``), a class
-        index, or a tensor of per-image classes."""
+        index, or a tensor of per-image classes. ``input_heatmaps=False`` stops the backward pass at
+        the analysed layers (much faster; ``.input`` is then empty)."""
         layers = self.check_layers(layers if layers is not None else [self.default_layer])
-        parts = [self._batch(images[i:i + batch_size], self._targets_for(target, labels, i, batch_size), layers)
-                 for i in range(0, len(images), batch_size)]
+        parts = [self._batch(images[i:i + batch_size], self._targets_for(target, labels, i, batch_size), layers,
+                             input_heatmaps) for i in range(0, len(images), batch_size)]
         return RelevanceResult(
             input=torch.cat([p.input for p in parts]),
             layers={name: torch.cat([p.layers[name] for p in parts]) for name in layers},
@@ -124,7 +125,7 @@ class RelevanceAnalyzer:
             return labels[start:start + size]
         return target
 
-    def _batch(self, images: torch.Tensor, target, layers: list[str]) -> RelevanceResult:
+    def _batch(self, images: torch.Tensor, target, layers: list[str], input_heatmaps: bool) -> RelevanceResult:
         device = next(self.twin.parameters()).device
         x = images.to(device).clone().requires_grad_(True)
         captured: dict[str, torch.Tensor] = {}
@@ -136,14 +137,15 @@ class RelevanceAnalyzer:
                 targets = self._resolve_targets(target, logits)
                 start = torch.zeros_like(logits)
                 start[torch.arange(len(x)), targets] = logits[torch.arange(len(x)), targets].detach()
-                tensors = [x] + [captured[name] for name in layers]
+                tensors = [captured[name] for name in layers] + ([x] if input_heatmaps else [])
                 grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
         finally:
             for handle in handles:
                 handle.remove()
         layer_rel = {name: unit_relevance(g if g is not None else torch.zeros_like(captured[name])).detach().cpu()
-                     for name, g in zip(layers, grads[1:])}
-        return RelevanceResult(input=grads[0].detach().cpu(), layers=layer_rel,
+                     for name, g in zip(layers, grads)}
+        heatmap = grads[-1].detach().cpu() if input_heatmaps else torch.empty(0)
+        return RelevanceResult(input=heatmap, layers=layer_rel,
                                logits=logits.detach().cpu(), targets=targets.cpu())
 
     def _resolve_targets(self, target, logits: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+import torch
 from torch import nn
 
 from core.compute import ActivationCache, LinearRowCache
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize
+from core.models import clone_model
 from core.paths import NeuronPath, find_path
-from core.perturb import ParamEdit, PerturbationSpec, apply_edits, first_changed_stage, plan_edits
+from core.perturb import ParamEdit, PerturbationSpec, apply_edits, edit_in_place, first_changed_stage, plan_edits
 from core.relevance import RelevanceAnalyzer
 
 # The authors' defaults (MNIST: K=50, H=80 of 512 units) as shares of the analysed layer's width.
@@ -44,6 +46,7 @@ class UnlearnConfig:
     seed: int = 0
     validation_fraction: float = 0.3     # share of the pool kept back to calibrate H (h="calibrate")
     retain_budget: float = 0.02          # largest retain-accuracy drop calibration may spend (validation)
+    margin_steps: int = 0                # calibration: shares taken past the first that forgets the validation images
 
     def spec(self) -> PerturbationSpec:
         return PerturbationSpec(self.method, self.strength, self.target, self.keep_bias, self.out_classes, self.seed)
@@ -118,21 +121,32 @@ CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 
 
 def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig) -> NeuronPath:
     """Cut a fully ranked path to the share of units chosen on the validation part of the pool:
-    the smallest share reaching the lowest forget accuracy within the retain budget."""
-    spec, shape = config.spec(), val.info.input_shape
-    first = first_changed_stage(model, plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, spec, shape))
+    the smallest share reaching the lowest forget accuracy within the retain budget, then
+    ``margin_steps`` shares further while the budget allows (a safety margin: the validation part
+    holds few forget images). Shares grow on one working copy, each step editing only new units."""
+    spec, shape, forget = config.spec(), val.info.input_shape, ranked.forget_class
+    first = first_changed_stage(model, plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape))
     cache = ActivationCache.build(model, val.images, first)
-    base = summarize(cache.tail_logits(model), val.labels, ranked.forget_class)
-    best, best_forget = ranked.truncated(CALIBRATION_SHARES[0]), float("inf")
+    base = summarize(cache.tail_logits(model), val.labels, forget)
+    working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
+    done: dict[str, set[int]] = {name: set() for name in ranked.selections}
+    best, best_forget, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), float("inf"), None
     for share in CALIBRATION_SHARES:
         candidate = ranked.truncated(share)
-        edits = plan_edits(model, candidate.units, ranked.forget_class, spec, shape)
-        score = summarize(cache.tail_logits(apply_edits(model, edits, spec)), val.labels, ranked.forget_class)
+        new_units = {name: [u for u in units if u not in done[name]] for name, units in candidate.units.items()}
+        edit_in_place(working, plan_edits(model, new_units, forget, spec, shape), spec, generator)
+        for name, units in new_units.items():
+            done[name].update(units)
+        score = summarize(cache.tail_logits(working), val.labels, forget)
         if base.retain_acc - score.retain_acc > config.retain_budget:
             break
-        if score.forget_acc < best_forget:
+        if margin_left is not None:
+            best, margin_left = candidate, margin_left - 1
+        elif score.forget_acc < best_forget:
             best, best_forget = candidate, score.forget_acc
-        if score.forget_acc == 0.0:
+            if score.forget_acc == 0.0:
+                margin_left = config.margin_steps
+        if margin_left == 0:
             break
     best.settings["validation_forget_acc"] = best_forget
     return best
