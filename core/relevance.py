@@ -133,10 +133,7 @@ class RelevanceAnalyzer:
         composite = make_composite(self.twin, self.rule, self.epsilon, self.zero_bias)
         try:
             with composite.context(self.twin) as model:
-                logits = model(x)
-                targets = self._resolve_targets(target, logits)
-                start = torch.zeros_like(logits)
-                start[torch.arange(len(x)), targets] = logits[torch.arange(len(x)), targets].detach()
+                logits, targets, start = self._forward(model, x, target)
                 tensors = [captured[name] for name in layers] + ([x] if input_heatmaps else [])
                 grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
         finally:
@@ -147,6 +144,15 @@ class RelevanceAnalyzer:
         heatmap = grads[-1].detach().cpu() if input_heatmaps else torch.empty(0)
         return RelevanceResult(input=heatmap, layers=layer_rel,
                                logits=logits.detach().cpu(), targets=targets.cpu())
+
+    def _forward(self, model: nn.Module, x: torch.Tensor, target):
+        """Logits, target classes, and the starting relevance R_out = f_c(x) at the target class c."""
+        logits = model(x)
+        targets = self._resolve_targets(target, logits)
+        rows = torch.arange(len(x))
+        start = torch.zeros_like(logits)
+        start[rows, targets] = logits[rows, targets].detach()
+        return logits, targets, start
 
     def _resolve_targets(self, target, logits: torch.Tensor) -> torch.Tensor:
         n, classes = logits.shape
@@ -188,10 +194,7 @@ class RelevanceAnalyzer:
         flows = torch.zeros(len(lower_units), len(upper_units))
         try:
             with composite.context(self.twin) as model:
-                logits = model(x)
-                targets = self._resolve_targets(target, logits)
-                start = torch.zeros_like(logits)
-                start[torch.arange(len(x)), targets] = logits[torch.arange(len(x)), targets].detach()
+                logits, targets, start = self._forward(model, x, target)
                 up, low = captured[upper], captured[lower]
                 r_upper = torch.autograd.grad(logits, up, grad_outputs=start, retain_graph=True)[0]
                 for col, j in enumerate(upper_units):

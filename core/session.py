@@ -234,6 +234,11 @@ def test_evaluation(model: nn.Module, dataset: str, data_dir: str | None = None)
     return summarize(predict_logits(model, test.images), test.labels, None)
 
 
+def evaluation_from_logits(logits: np.ndarray, eval_set: ImageSet, forget_class: int) -> Evaluation:
+    """Per-class, forget and retain accuracy from stored logits (a NumPy array, cache-friendly)."""
+    return summarize(torch.from_numpy(logits), eval_set.labels, forget_class)
+
+
 def eval_logits(model: nn.Module, eval_set: ImageSet) -> torch.Tensor:
     return predict_logits(model, eval_set.images)
 

@@ -90,15 +90,17 @@ def check_class(forget_class: int, num_classes: int) -> int:
     return int(forget_class)
 
 
-def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: UnlearnConfig = UnlearnConfig(),
+def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: UnlearnConfig | None = None,
             analyzer: RelevanceAnalyzer | None = None) -> UnlearnResult:
-    """Forget ``forget_class`` using only the analysis pool. Returns a new model; ``model`` is untouched.
+    """Forget ``forget_class`` using only the analysis pool (with ``default_config()`` unless a
+    config is given). Returns a new model; ``model`` is untouched.
 
     With ``h="calibrate"`` the pool is split into an analysis part (relevance, ranking) and a
     validation part; H is the smallest share of units that drives the validation forget accuracy
     to its minimum while the validation retain accuracy drops at most ``retain_budget``."""
     pool = require_analysis_pool(pool)
     forget_class = check_class(forget_class, pool.info.num_classes)
+    config = config or default_config()
     start = time.perf_counter()
     analyzer = analyzer or RelevanceAnalyzer(model, config.rule, config.epsilon)
     layers = list(config.layers) if config.layers else None

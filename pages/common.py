@@ -18,7 +18,7 @@ import streamlit as st
 
 from core import session as S
 from core.errors import UserError
-from core.evaluate import Evaluation, summarize
+from core.evaluate import Evaluation
 
 PAGES = {"model": "pages/1_model.py", "relevance": "pages/2_relevance.py", "paths": "pages/3_paths.py",
          "unlearn": "pages/4_unlearn.py", "compare": "pages/5_compare.py"}
@@ -119,10 +119,8 @@ def _eval_logits(model_id: str, _lm: S.LoadedModel) -> np.ndarray:
 
 def before_evaluation(lm: S.LoadedModel, forget_class: int) -> Evaluation:
     """The original model on the evaluation set, split on ``forget_class``."""
-    import torch
-
     _, eval_set = heldout(lm.dataset, data_dir())
-    return summarize(torch.from_numpy(_eval_logits(lm.checksum, lm)), eval_set.labels, forget_class)
+    return S.evaluation_from_logits(_eval_logits(lm.checksum, lm), eval_set, forget_class)
 
 
 # ----------------------------------------------------------------------------- relevance and paths

@@ -51,3 +51,15 @@ def mnist_split(shared_data):
     from core.data import load_split, split_heldout
 
     return split_heldout(load_split("mnist", "test", str(shared_data)), 100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def bench_threads():
+    """The benchmark's thread choice (1 on a busy machine: two threads fighting over shared cores
+    run many times slower), restored afterwards for the other test modules."""
+    from core.bench import choose_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(choose_threads())
+    yield
+    torch.set_num_threads(before)

@@ -17,16 +17,7 @@ from core.train import recipe_for
 FORGET = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    """The benchmark's thread choice (1 on a busy machine: two threads fighting over shared cores
-    run many times slower), restored afterwards for the other test modules."""
-    from core.bench import choose_threads
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(choose_threads())
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 FAST = BaselineBudget(finetune_steps=60, random_label_steps=60, ssd_samples=512)
 NOISE = ("noise_gaussian", "noise_laplace")
 

@@ -23,16 +23,7 @@ from core.report import RUN_COLUMNS, fig_forget_retain, fig_seconds, summarize_r
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    """The benchmark's thread choice (1 on a busy machine: two threads fighting over shared cores
-    run many times slower), restored afterwards for the other test modules."""
-    from core.bench import choose_threads
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(choose_threads())
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 @pytest.fixture(scope="module")
