@@ -44,7 +44,7 @@ class UnlearnConfig:
     keep_bias: bool = False
     out_classes: str = "forget"
     seed: int = 0
-    validation_fraction: float = 0.3     # share of the pool kept back to calibrate H (h="calibrate")
+    validation_fraction: float = 0.5     # share of the pool kept back to calibrate H (h="calibrate")
     retain_budget: float = 0.02          # largest retain-accuracy drop calibration may spend (validation)
     margin_steps: int = 0                # calibration: shares taken past the first that forgets the validation images
 
