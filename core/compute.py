@@ -79,10 +79,6 @@ class ActivationCache:
         acts = torch.cat(parts) if parts else images[:0]
         return cls(start=start, activations=acts, batch_size=batch_size)
 
-    def covers(self, model: nn.Module, first_changed_stage: int) -> bool:
-        """True when every stage before ``start`` is unchanged, so the cache is valid."""
-        return first_changed_stage >= self.start
-
     @torch.no_grad()
     def tail_logits(self, variant: nn.Module) -> torch.Tensor:
         tail = variant[self.start:] if isinstance(variant, nn.Sequential) else variant
