@@ -20,7 +20,7 @@ from core.data import load_split, split_heldout  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
 from core.models import build_model, load_checkpoint, shipped_checkpoint  # noqa: E402
 from core.train import TrainConfig, train_model  # noqa: E402
-from core.unlearn import default_config, unlearn  # noqa: E402
+from core.unlearn import unlearn  # noqa: E402
 
 
 def main() -> None:

@@ -49,11 +49,11 @@ class NeuronPath:
 
     def truncated(self, share: float) -> "NeuronPath":
         """The same path keeping the top ``share`` of each layer's width (at least one unit)."""
-        cut = {name: LayerSelection(sel.layer, sel.units[:max(1, round(share * sel.width))],
-                                    sel.frequency[:max(1, round(share * sel.width))],
-                                    sel.relevance[:max(1, round(share * sel.width))], sel.width, sel.k,
-                                    min(sel.h, max(1, round(share * sel.width))))
-               for name, sel in self.selections.items()}
+        def cut_layer(sel: LayerSelection) -> LayerSelection:
+            n = max(1, round(share * sel.width))
+            return LayerSelection(sel.layer, sel.units[:n], sel.frequency[:n], sel.relevance[:n], sel.width,
+                                  sel.k, min(sel.h, n))
+        cut = {name: cut_layer(sel) for name, sel in self.selections.items()}
         return NeuronPath(self.forget_class, cut, [], {**self.settings, "h_share": share})
 
     def to_dict(self) -> dict:

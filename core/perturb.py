@@ -68,14 +68,16 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(model.named_children())
 
 
-def _spatial_size(model: nn.Module, stage: str, input_shape) -> int:
-    x = torch.zeros(1, *input_shape)
+def _spatial_sizes(model: nn.Module, input_shape) -> dict[str, tuple[int, int]]:
+    """Per stage, the spatial size (H*W, or 1 for flat tensors) of its input and of its output,
+    from one forward pass of a blank image."""
+    sizes, x = {}, torch.zeros(1, *input_shape)
     with torch.no_grad():
         for name, module in model.named_children():
+            before = int(x[0, 0].numel()) if x.dim() == 4 else 1
             x = module(x)
-            if name == stage:
-                return int(x[0, 0].numel()) if x.dim() == 4 else 1
-    raise KeyError(stage)
+            sizes[name] = (before, int(x[0, 0].numel()) if x.dim() == 4 else 1)
+    return sizes
 
 
 def _producer_edits(model: nn.Module, stage: str, units: list[int], keep_bias: bool, spatial: int) -> list[ParamEdit]:
@@ -125,23 +127,21 @@ def plan_edits(model: nn.Module, units: dict[str, list[int]], forget_class: int,
                input_shape) -> list[ParamEdit]:
     """Every parameter entry the perturbation touches, for units selected per stage."""
     edits: list[ParamEdit] = []
+    stages = dict(_stages(model))
+    sizes = _spatial_sizes(model, input_shape)
     for stage, selected in units.items():
         if not selected:
             continue
-        if stage not in dict(_stages(model)):
+        if stage not in stages:
             raise UserError(f"'{stage}' is not a top-level stage of the model; perturbation works on stage outputs.")
-        spatial = _spatial_size(model, stage, input_shape) if _is_flattened_unit(model, stage) else 1
+        spatial_in, spatial_out = sizes[stage]
         if spec.target in ("in", "both"):
-            edits += _producer_edits(model, stage, selected, spec.keep_bias, spatial)
+            # a Flatten stage's units are conv positions: unit u belongs to channel u // (H*W)
+            flattened = spatial_in if isinstance(stages[stage], nn.Flatten) else 1
+            edits += _producer_edits(model, stage, selected, spec.keep_bias, flattened)
         if spec.target in ("out", "both"):
-            edits += _consumer_edits(model, stage, selected, forget_class, spec.out_classes,
-                                     _spatial_size(model, stage, input_shape))
+            edits += _consumer_edits(model, stage, selected, forget_class, spec.out_classes, spatial_out)
     return edits
-
-
-def _is_flattened_unit(model: nn.Module, stage: str) -> bool:
-    """True when the stage's units are flattened conv positions (a Flatten stage after a conv map)."""
-    return isinstance(dict(model.named_children())[stage], nn.Flatten)
 
 
 def first_changed_stage(model: nn.Module, edits: list[ParamEdit]) -> int:

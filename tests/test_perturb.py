@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from core.compute import ActivationCache
 from core.errors import UserError
 from core.evaluate import evaluate
 from core.models import build_model, state_checksum
@@ -98,3 +97,16 @@ def test_first_changed_stage_and_bad_specs(digits_model):
         PerturbationSpec(method="melt")
     with pytest.raises(UserError, match="not a top-level stage"):
         plan_edits(model, {"nowhere": [0]}, 0, PerturbationSpec(), (1, 8, 8))
+
+
+def test_flatten_units_map_to_their_conv_channel(mnist_model, mnist_split):
+    """Units of the cnn's Flatten stage are conv2 positions: 49 units of channel 5 silence channel 5 only."""
+    model, _ = mnist_model
+    _, eval_set = mnist_split
+    variant = perturb(model, {"flatten": list(range(5 * 49, 6 * 49))}, 3, PerturbationSpec(target="in"), (1, 28, 28))
+    head = [n for n, _ in model.named_children()].index("relu2") + 1
+    x = eval_set.images[:16]
+    before, after = model[:head](x), variant[:head](x)
+    assert torch.count_nonzero(before[:, 5]) > 0 and torch.count_nonzero(after[:, 5]) == 0
+    others = [c for c in range(64) if c != 5]
+    assert torch.equal(before[:, others], after[:, others])
