@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train | unlearn | bench | info``.
+"""Command line: ``python -m core train | unlearn | bench | bench-merge | info``.
 
 Every user mistake ends with one sentence on stderr and exit code 2, with nothing written.
 """
@@ -69,9 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", nargs="+", default=None)
     bench.add_argument("--seeds", type=int, default=None)
     bench.add_argument("--classes", type=int, nargs="+", default=None, help="forget classes (default: per profile)")
+    bench.add_argument("--archs", nargs="+", default=None,
+                       help="only the targets of these architectures (e.g. cnn allcnn vgg11_slim)")
+    bench.add_argument("--first-seed", type=int, default=0,
+                       help="run seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 (to split a run over processes)")
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--device", default="auto")
     bench.add_argument("--out", default=None, help="folder for the CSV, summary and figures (default bench-results/PROFILE)")
+
+    merge = sub.add_parser("bench-merge", help="merge bench folders (e.g. parallel parts) into one")
+    merge.add_argument("parts", nargs="+", metavar="DIR", help="bench folders with runs.csv and meta.json")
+    merge.add_argument("--out", required=True, help="folder for the merged CSV, summary and figures")
 
     sub.add_parser("info", help="list datasets, architectures and shipped checkpoints")
     return parser
@@ -230,6 +238,16 @@ def cmd_bench(args) -> int:
     return run_bench_cli(args)
 
 
+def cmd_bench_merge(args) -> int:
+    from core.report import merge_bench
+
+    runs, meta = merge_bench(args.parts, args.out, command=_command_line())
+    partial = meta["partial_parts"]
+    print(f"merged {len(runs)} rows from {len(args.parts)} folders into {args.out} (status {meta['status']}"
+          + (f"; partial: {', '.join(partial)}" if partial else "") + ")")
+    return 0
+
+
 def cmd_info(args) -> int:
     from core.data import DATASETS
     from core.models import ARCHITECTURES, shipped_checkpoints
@@ -246,7 +264,8 @@ def cmd_info(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "unlearn": cmd_unlearn, "bench": cmd_bench, "info": cmd_info}[args.command](args)
+        return {"train": cmd_train, "unlearn": cmd_unlearn, "bench": cmd_bench, "bench-merge": cmd_bench_merge,
+                "info": cmd_info}[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -64,6 +64,11 @@ class Target:
     budget: BaselineBudget = field(default_factory=BaselineBudget)
     eval_per_class: int | None = None      # None: the whole evaluation set
     note: str = ""
+    first_seed: int = 0                    # seeds first_seed .. first_seed + seeds - 1
+
+    @property
+    def seed_range(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
 
 
 @dataclass(frozen=True)
@@ -136,18 +141,28 @@ class Plan:
 
 
 def make_plan(profile_name: str, methods: list[str] | None = None, datasets: list[str] | None = None,
-              seeds: int | None = None, classes: list[int] | None = None, data_dir: str | None = None) -> Plan:
+              seeds: int | None = None, classes: list[int] | None = None, data_dir: str | None = None,
+              archs: list[str] | None = None, first_seed: int = 0) -> Plan:
     """The targets to run, with the command line's overrides applied and unavailable ones skipped.
 
     A dataset named with ``--datasets`` that the profile does not list runs on every shipped
     checkpoint for it, with the full profile's classes (or 0, 1, 2). A target named explicitly whose
-    data or checkpoint is missing is an error; one that only comes with the profile is skipped."""
+    data or checkpoint is missing is an error; one that only comes with the profile is skipped.
+    ``archs`` keeps only the targets of those architectures; ``first_seed`` shifts the seeds to
+    ``first_seed .. first_seed + seeds - 1`` (so that one run can be split over several processes)."""
     if profile_name not in PROFILES:
         raise UserError(f"Unknown profile '{profile_name}'; choose {' or '.join(PROFILES)}.")
     profile = PROFILES[profile_name]
     methods = check_methods(methods)
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}.")
+    if first_seed is None:
+        first_seed = 0
+    if first_seed < 0:
+        raise UserError(f"--first-seed must be 0 or more, got {first_seed}.")
+    wanted = None if archs is None else list(dict.fromkeys(archs))
+    seen: list[str] = []            # dataset/arch of every candidate, for the --archs message
+    matched: set[str] = set()       # the wanted architectures some candidate has
     candidates: list[Target] = []
     explicit = datasets is not None
     if datasets is None:
@@ -171,6 +186,10 @@ def make_plan(profile_name: str, methods: list[str] | None = None, datasets: lis
             skipped.append(reason)
             continue
         for arch in archs:
+            seen.append(f"{target.dataset}/{arch}")
+            if wanted is not None and arch not in wanted:
+                continue
+            matched.add(arch)
             if not _checkpoint_exists(target.dataset, arch):
                 if explicit:
                     raise UserError(f"No shipped checkpoint assets/{target.dataset}/{arch}.safetensors.")
@@ -182,7 +201,7 @@ def make_plan(profile_name: str, methods: list[str] | None = None, datasets: lis
                     raise UserError(why)
                 skipped.append(f"{target.dataset}/{arch}: {why}")
                 continue
-            t = dataclasses.replace(target, arch=arch)
+            t = dataclasses.replace(target, arch=arch, first_seed=first_seed)
             if seeds is not None:
                 t = dataclasses.replace(t, seeds=seeds)
             if classes is not None:
@@ -192,6 +211,14 @@ def make_plan(profile_name: str, methods: list[str] | None = None, datasets: lis
                     raise UserError(f"Class {bad[0]} is out of range; {t.dataset} has classes 0 to {n - 1}.")
                 t = dataclasses.replace(t, classes=tuple(dict.fromkeys(classes)))
             targets.append(t)
+    if wanted is not None:
+        if not matched:
+            raise UserError(f"No target of the {profile.name} profile" + (f" for {', '.join(datasets)}" if datasets else "")
+                            + f" has the architecture {' or '.join(wanted)}; its targets are "
+                            + (", ".join(dict.fromkeys(seen)) or "none") + ".")
+        for arch in wanted:
+            if arch not in matched:
+                skipped.append(f"--archs {arch}: no target of the {profile.name} profile has it")
     if not targets:
         raise UserError("Nothing to run: " + ("; ".join(skipped) or "no targets") + ".")
     return Plan(profile, targets, methods, skipped)
@@ -455,7 +482,7 @@ def run_plan(plan: Plan, data_dir: str | None = None, device: str = "auto", use_
             train = load_split(target.dataset, "train", data_dir)
             test = load_split(target.dataset, "test", data_dir)
             train_config = _train_config(card, target.dataset)
-            for seed in range(target.seeds):
+            for seed in target.seed_range:
                 pool, eval_set = split_heldout(test, profile.pool_per_class, seed)
                 if target.eval_per_class:
                     eval_set = stratified_sample(eval_set, target.eval_per_class, seed)
@@ -523,12 +550,12 @@ def machine_info(device: torch.device, threads: int) -> dict:
 def run_bench(profile: str = "quick", methods: list[str] | None = None, datasets: list[str] | None = None,
               seeds: int | None = None, classes: list[int] | None = None, data_dir: str | None = None,
               device: str = "auto", out: str | Path | None = None, use_cache: bool = True, progress: bool = True,
-              command: str = "") -> Path:
+              command: str = "", archs: list[str] | None = None, first_seed: int = 0) -> Path:
     """Plan, run and write runs.csv, summary.csv, summary.md, figures/ and meta.json under ``out``."""
     from core import report
     from core.unlearn import PAPER_CONFIG, default_config
 
-    plan = make_plan(profile, methods, datasets, seeds, classes, data_dir)
+    plan = make_plan(profile, methods, datasets, seeds, classes, data_dir, archs=archs, first_seed=first_seed)
     out_dir = Path(out) if out else Path("bench-results") / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = choose_threads()
@@ -561,7 +588,8 @@ def run_bench_cli(args) -> int:
     out = args.out or Path("bench-results") / args.profile
     out_dir = run_bench(args.profile, args.methods, args.datasets, args.seeds, args.classes, args.data_dir,
                         args.device, out, use_cache=os.environ.get("UNLEARN_BENCH_NO_CACHE", "") in ("", "0"),
-                        command=command)
+                        command=command, archs=getattr(args, "archs", None),
+                        first_seed=getattr(args, "first_seed", 0))
     print((out_dir / "summary.md").read_text())
     print(f"wrote {out_dir}/runs.csv, summary.csv, summary.md, meta.json and figures/")
     return 0

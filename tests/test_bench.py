@@ -153,3 +153,56 @@ def test_cli_quick_digits_writes_results(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core", "bench", "--datasets", "digits", "--methods", "nosuch",
                           "--out", "bad"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Unknown method" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_archs_and_first_seed_select_the_work(tmp_path):
+    with pytest.raises(UserError, match="architecture nosuch"):
+        make_plan("quick", datasets=["digits"], archs=["nosuch"])
+    with pytest.raises(UserError, match="--first-seed"):
+        make_plan("quick", datasets=["digits"], first_seed=-1)
+    plan = make_plan("quick", datasets=["digits"], archs=["cnn"], seeds=2, first_seed=3, classes=[1])
+    assert [(t.arch, list(t.seed_range)) for t in plan.targets] == [("cnn", [3, 4])]
+    assert list(make_plan("quick", datasets=["digits"]).targets[0].seed_range) == [0, 1]
+    from core.__main__ import main
+
+    assert main(["bench", "--datasets", "digits", "--archs", "nosuch", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bench_merge_unites_parallel_parts(tmp_path, monkeypatch, capsys):
+    """Two tiny parts (class 3 seed 0, class 5 seed 1) merged into one folder, as benchmarks/gpu_full.sh does."""
+    from core.__main__ import main
+    from core.bench import run_bench
+
+    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
+    common = dict(profile="quick", methods=["output_mask", "ours"], datasets=["digits"], seeds=1, use_cache=False,
+                  progress=False)
+    a = run_bench(**common, classes=[3], out=tmp_path / "a", command="part a")
+    b = run_bench(**common, classes=[5], first_seed=1, out=tmp_path / "b", command="part b")
+    assert json.loads((b / "meta.json").read_text())["targets"][0]["first_seed"] == 1
+    out = tmp_path / "merged"
+    assert main(["bench-merge", str(a), str(b), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    parts = pd.concat([pd.read_csv(a / "runs.csv"), pd.read_csv(b / "runs.csv")])
+    assert len(runs) == len(parts) == 6
+    assert set(zip(runs["method"], runs["forget_class"], runs["seed"])) == set(
+        zip(parts["method"], parts["forget_class"], parts["seed"]))
+    assert sorted(set(zip(runs["forget_class"], runs["seed"]))) == [(3, 0), (5, 1)]
+    text = (out / "summary.md").read_text()
+    assert "forget classes 3, 5; seeds 0, 1" in text and "`part a`" in text and "`part b`" in text
+    assert "| original |" in text and "| ours |" in text and "Partial parts" not in text
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["commands"] == ["part a", "part b"]
+    assert meta["wall_seconds"] == max(json.loads((p / "meta.json").read_text())["wall_seconds"] for p in (a, b))
+    assert (out / "summary.csv").is_file() and (out / "figures" / "seconds.json").is_file()
+
+    # a duplicate part is dropped with a warning; a partial part makes the whole partial, and says so
+    meta_b = json.loads((b / "meta.json").read_text())
+    (b / "meta.json").write_text(json.dumps({**meta_b, "status": "partial"}))
+    capsys.readouterr()
+    assert main(["bench-merge", str(a), str(b), str(a), "--out", str(out)]) == 0
+    assert "dropped 3 row(s)" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "runs.csv")) == 6
+    assert json.loads((out / "meta.json").read_text())["status"] == "partial"
+    assert "**Partial parts**" in (out / "summary.md").read_text() and f"`{b}`" in (out / "summary.md").read_text()
+    assert main(["bench-merge", str(tmp_path / "nosuch"), "--out", str(out)]) == 2
