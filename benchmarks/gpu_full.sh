@@ -99,6 +99,20 @@ for name in sys.argv[2:]:
 " "$DATA" "$@"
 }
 
+# Smoke test: every method once on digits on the device, so that a device-only bug stops the run
+# in seconds instead of failing every job (skip with BENCH_SMOKE=0).
+if [[ ${BENCH_SMOKE:-1} != 0 ]]; then
+    say "smoke test: every method on digits class 3 on $DEVICE"
+    if ! "$PY" -m core bench --profile quick --datasets digits --classes 3 --seeds 1 --device "$DEVICE" \
+            ${METHODS:+--methods $METHODS} --out "$WORK/smoke" >"$WORK/logs/smoke.log" 2>&1; then
+        tr '\r' '\n' <"$WORK/logs/smoke.log" | grep -v '^bench' | tail -n 40
+        say "smoke test failed; no jobs started"
+        cp "$WORK/logs/smoke.log" "$OUT/smoke.log"
+        exit 1
+    fi
+    say "smoke test passed"; grep -E '^\| (ours|retrain|lra_npp) ' "$WORK/smoke/summary.md" | head -n 3
+fi
+
 # CIFAR-10 decodes in the background (tens of seconds) while the MNIST jobs start.
 CIFAR_PRE=
 if [[ -n "$CIFAR_CLASSES" ]]; then

@@ -71,7 +71,8 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _spatial_sizes(model: nn.Module, input_shape) -> dict[str, tuple[int, int]]:
     """Per stage, the spatial size (H*W, or 1 for flat tensors) of its input and of its output,
     from one forward pass of a blank image."""
-    sizes, x = {}, torch.zeros(1, *input_shape)
+    param = next(model.parameters(), None)
+    sizes, x = {}, torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
     with torch.no_grad():
         for name, module in model.named_children():
             before = int(x[0, 0].numel()) if x.dim() == 4 else 1

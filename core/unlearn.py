@@ -14,6 +14,7 @@ from torch import nn
 
 from core.compute import ActivationCache, LinearRowCache
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
+from core.erase import choose_layers
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize
 from core.models import clone_model
@@ -47,6 +48,14 @@ class UnlearnConfig:
     validation_fraction: float = 0.5     # share of the pool kept back to calibrate H (h="calibrate")
     retain_budget: float = 0.02          # largest retain-accuracy drop calibration may spend (validation)
     margin_steps: int = 0                # calibration: shares taken past the first that forgets the validation images
+    erase: str = "none"                  # "none" | "auto": erase the class direction before the classifier (core.erase)
+    erase_max_layers: int = 2            # at most this many layers, from the classifier backwards
+    erase_budget: float = 0.005          # largest extra retain-accuracy drop erasure may spend (validation)
+    erase_shrinkage: float = 0.1         # covariance shrinkage of the eraser
+
+    def __post_init__(self):
+        if self.erase not in ("none", "auto"):
+            raise UserError(f"Unknown erase setting '{self.erase}'; choose none or auto.")
 
     def spec(self) -> PerturbationSpec:
         return PerturbationSpec(self.method, self.strength, self.target, self.keep_bias, self.out_classes, self.seed)
@@ -63,8 +72,10 @@ PAPER_CONFIG = UnlearnConfig(keep_bias=True)
 
 # This project's default (chosen on the validation part of the pool, see BENCHMARKS.md): rank the
 # classifier-input units by class contrast, calibrate how many to take on held-out pool images,
-# and silence each completely (incoming rows, bias, BatchNorm, and its weight to the forget class).
-OURS_CONFIG = UnlearnConfig(selection="contrast", h="calibrate", target="both", keep_bias=False, retain_budget=0.02)
+# silence each completely (incoming rows, bias, BatchNorm, and its weight to the forget class),
+# then erase the class direction from the layers before the classifier (core.erase).
+OURS_CONFIG = UnlearnConfig(selection="contrast", h="calibrate", target="both", keep_bias=False, retain_budget=0.02,
+                            erase="auto")
 
 
 def default_config() -> UnlearnConfig:
@@ -78,6 +89,7 @@ class UnlearnResult:
     path: NeuronPath
     config: UnlearnConfig
     seconds: dict = field(default_factory=dict)
+    erased_layers: list[str] = field(default_factory=list)
 
     @property
     def seconds_unlearn(self) -> float:
@@ -97,7 +109,10 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
 
     With ``h="calibrate"`` the pool is split into an analysis part (relevance, ranking) and a
     validation part; H is the smallest share of units that drives the validation forget accuracy
-    to its minimum while the validation retain accuracy drops at most ``retain_budget``."""
+    to its minimum while the validation retain accuracy drops at most ``retain_budget``.
+    With ``erase="auto"`` the class direction is then erased from the deepest layers before the
+    classifier whose erasure costs at most ``erase_budget`` of validation retain accuracy
+    (:func:`core.erase.choose_layers`; erasers fitted on the analysis part)."""
     pool = require_analysis_pool(pool)
     forget_class = check_class(forget_class, pool.info.num_classes)
     config = config or default_config()
@@ -113,9 +128,16 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     analysed = time.perf_counter()
     edits = plan_edits(model, path.units, forget_class, config.spec(), pool.info.input_shape)
     variant = apply_edits(model, edits, config.spec())
+    perturbed = time.perf_counter()
+    erased: list[str] = []
+    if config.erase == "auto":
+        fit, val = (fit, val) if val is not None else pool.validation_split(config.validation_fraction, config.seed)
+        erased, variant = choose_layers(variant, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
+                                        config.erase_shrinkage, seed=config.seed)
     done = time.perf_counter()
-    seconds = {"relevance_and_selection": analysed - start, "perturbation": done - analysed, "total": done - start}
-    return UnlearnResult(variant, path, config, seconds)
+    seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed,
+               "erasure": done - perturbed, "total": done - start}
+    return UnlearnResult(variant, path, config, seconds, erased)
 
 
 CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -1,0 +1,77 @@
+"""Choose unlearning settings on the analysis pool alone: each setting unlearns from one half of
+the pool (50 images per class) and is scored on the other half, never on the evaluation set.
+
+    .venv/bin/python benchmarks/choose_settings.py --data-dir ../shared/data --archs cnn allcnn --seeds 2 \
+        --grid erase=none,auto erase_budget=0,0.005,0.01
+
+Scores per setting (mean over classes and seeds, on the held-back half): forget accuracy, retain
+drop (points), and the representation probe's recall on the forget class (penultimate features).
+Prints Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.compute import set_threads  # noqa: E402
+from core.data import load_split, split_heldout  # noqa: E402
+from core.evaluate import evaluate  # noqa: E402
+from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
+from core.probes import forward_with_features, representation_probe  # noqa: E402
+from core.unlearn import default_config, unlearn  # noqa: E402
+
+
+def parse_grid(items: list[str]) -> list[dict]:
+    """``name=v1,v2`` items -> every combination, values typed like the default config's field."""
+    base, axes = default_config(), []
+    for item in items:
+        name, values = item.split("=", 1)
+        kind = type(getattr(base, name))
+        axes.append([(name, kind(v) if kind is not str else v) for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)] or [{}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--archs", nargs="+", default=["cnn", "allcnn"])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--classes", type=int, nargs="+", default=None)
+    parser.add_argument("--grid", nargs="*", default=[])
+    args = parser.parse_args()
+    set_threads()
+    test = load_split(args.dataset, "test", args.data_dir)
+    classes = args.classes or list(range(test.info.num_classes))
+    print("| model | setting | forget acc (held-back half) | retain drop (points) | probe recall | runs |\n"
+          "|---|---|---|---|---|---|")
+    for arch in args.archs:
+        model, _ = load_checkpoint(shipped_checkpoint(args.dataset, arch))
+        for setting in parse_grid(args.grid):
+            rows = []
+            for seed in range(args.seeds):
+                pool, _ = split_heldout(test, 100, seed)
+                seen, held = pool.validation_split(0.5, seed + 1000)
+                base = forward_with_features(model, held.images)
+                for c in classes:
+                    before = evaluate(model, held, c)
+                    result = unlearn(model, seen, c, replace(default_config(), seed=seed, **setting))
+                    after = evaluate(result.model, held, c)
+                    fwd = forward_with_features(result.model, held.images)
+                    probe = representation_probe(fwd.features.numpy(), held.labels.numpy(), c, seed)
+                    rows.append((after.forget_acc, before.retain_acc - after.retain_acc, probe.recall))
+                del base
+            mean = [statistics.mean(r[i] for r in rows) for i in range(3)]
+            label = ", ".join(f"{k}={v}" for k, v in setting.items()) or "default"
+            print(f"| {args.dataset} {arch} | {label} | {100 * mean[0]:.2f} % | {100 * mean[1]:.2f} | "
+                  f"{100 * mean[2]:.1f} % | {len(rows)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Class-direction erasure: remove what is linearly left of the forget class inside the model.
+
+Silencing a neuronal path stops the class at the output, but the layers before the classifier
+still separate it (the benchmark's representation probe). Erasure removes that, layer by layer,
+from the analysis pool alone, with the binary LEACE eraser (Belrose et al. 2023) folded into the
+weights of a Linear or Conv2d layer.
+
+For the inputs x of a layer (a Conv2d's inputs are its k x k patches), with z = 1 on forget-class
+images, mean mu, covariance S (shrunk towards the identity) and cross-covariance
+sigma = Cov(x, z), the eraser is
+
+    r(x) = x - sigma a^T (x - mu),   a = S^-1 sigma / (sigma^T S^-1 sigma),
+
+after which Cov(r(x), z) = 0: no linear function of the layer's input separates the class means.
+The layer computes W r(x) + b, that is weights W - (W sigma) a^T and bias b + (W sigma) a^T mu,
+so the model keeps its architecture. Layers are erased from the classifier backwards; each
+eraser is fitted on the inputs the already erased model produces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.compute import model_device, predict_logits
+from core.data import AnalysisPool
+from core.errors import UserError
+from core.evaluate import summarize
+from core.models import classifier_name, clone_model
+
+ERASABLE = (nn.Linear, nn.Conv2d)
+
+
+@dataclass
+class Eraser:
+    """x -> x - sigma a^T (x - mu) on a layer's (flattened) inputs."""
+
+    sigma: torch.Tensor
+    a: torch.Tensor
+    mu: torch.Tensor
+
+
+def candidate_layers(model: nn.Module) -> list[str]:
+    """Top-level Linear / Conv2d stages before the classifier, deepest first (the classifier itself
+    is left out: erasing its input would not change any feature)."""
+    if not isinstance(model, nn.Sequential):
+        return []
+    names = [n for n, _ in model.named_children()]
+    clf = classifier_name(model)
+    stop = names.index(clf) if clf in names else len(names)
+    return [n for n in reversed(names[:stop]) if isinstance(model.get_submodule(n), ERASABLE)]
+
+
+def _rows(module: nn.Module, x: torch.Tensor, labels: torch.Tensor, patches_per_image: int,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's inputs ``x`` as rows: one per image (Linear) or seeded k x k patches (Conv2d)."""
+    x = x.cpu()
+    if isinstance(module, nn.Linear):
+        return x.flatten(1).double(), labels
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
+    padded = F.pad(x, (pw, pw, ph, ph))
+    out_h = (padded.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (padded.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    n, places = len(x), out_h * out_w
+    pick = torch.randint(places, (n, min(patches_per_image, places)), generator=generator)
+    top, left, image = (pick // out_w) * sh, (pick % out_w) * sw, torch.arange(n)[:, None]
+    # (n, picks, C) per kernel offset, stacked as (C, kh, kw) like the flattened weight
+    taps = [padded[image, :, top + i * dh, left + j * dw] for i in range(kh) for j in range(kw)]
+    rows = torch.stack(taps, -1).reshape(n * pick.shape[1], -1)
+    return rows.double(), labels.repeat_interleave(pick.shape[1])
+
+
+@torch.no_grad()
+def _run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None,
+                keep: set[int] = frozenset(), batch_size: int = 512) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """(output of stages start..stop-1, inputs of the stages in ``keep``), in batches on the model's device."""
+    stages = list(model.children())[start:stop]
+    device = model_device(model)
+    outputs, kept = [], {i: [] for i in keep}
+    for first in range(0, len(x), batch_size):
+        h = x[first:first + batch_size].to(device)
+        for offset, stage in enumerate(stages):
+            if start + offset in kept:
+                kept[start + offset].append(h)
+            h = stage(h)
+        outputs.append(h)
+    return torch.cat(outputs), {i: torch.cat(parts) for i, parts in kept.items()}
+
+
+def layer_inputs(model: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor,
+                 patches_per_image: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of the top-level stage ``layer`` on ``images``, as float64 rows on the CPU:
+    one row per image for a Linear layer; ``patches_per_image`` seeded k x k patches per image for a Conv2d."""
+    index = [n for n, _ in model.named_children()].index(layer)
+    _, kept = _run_stages(model, images, 0, index + 1, {index})
+    return _rows(model.get_submodule(layer), kept[index], labels, patches_per_image,
+                 torch.Generator().manual_seed(seed))
+
+
+def fit_eraser(x: torch.Tensor, is_forget: torch.Tensor, shrinkage: float = 0.1) -> Eraser:
+    """The binary LEACE eraser of the rows ``x`` for the indicator ``is_forget``, with
+    S = (1 - shrinkage) Cov(x) + shrinkage * mean(diag Cov(x)) I. When there are fewer rows than
+    dimensions, S^-1 sigma is solved in the rows' space (Woodbury)."""
+    z = is_forget.double()
+    if z.min() == z.max():
+        raise UserError("Erasure needs images of the forget class and of other classes in the analysis pool.")
+    mu = x.mean(0)
+    xc = x - mu
+    n, dim = xc.shape
+    sigma = xc.T @ (z - z.mean()) / n
+    alpha = (1 - shrinkage) / n
+    beta = shrinkage * float((xc * xc).sum() / (n * dim)) + 1e-12
+    low = xc.float()   # the Gram matrix in float32 (the cost); solves in float64
+    if dim <= n:
+        s = alpha * (low.T @ low).double() + beta * torch.eye(dim, dtype=xc.dtype)
+        s_inv_sigma = torch.linalg.solve(s, sigma)
+    else:   # S^-1 = (I - Xc^T (beta/alpha I + Xc Xc^T)^-1 Xc) / beta
+        small = (low @ low.T).double() + (beta / alpha) * torch.eye(n, dtype=xc.dtype)
+        s_inv_sigma = (sigma - xc.T @ torch.linalg.solve(small, xc @ sigma)) / beta
+    a = s_inv_sigma / (sigma @ s_inv_sigma).clamp_min(1e-30)
+    return Eraser(sigma, a, mu)
+
+
+@torch.no_grad()
+def fold_eraser(model: nn.Module, layer: str, eraser: Eraser) -> None:
+    """Make ``layer`` (Linear or Conv2d) compute W r(x) + b: W -= (W sigma) a^T, b += (W sigma) a^T mu.
+    A layer without bias passes the shift to the BatchNorm right after it (running mean -= shift),
+    so the state dict keeps its keys; otherwise it gets a bias."""
+    module = model.get_submodule(layer)
+    weight = module.weight.data.double().flatten(1)
+    w_sigma = weight @ eraser.sigma.to(weight.device)
+    new_weight = weight - torch.outer(w_sigma, eraser.a.to(weight.device))
+    module.weight.data.copy_(new_weight.view_as(module.weight).to(module.weight.dtype))
+    shift = (w_sigma * (eraser.a @ eraser.mu).to(weight.device)).to(module.weight.dtype)
+    if module.bias is not None:
+        module.bias.data.add_(shift)
+        return
+    names = [n for n, _ in model.named_children()]
+    after = model.get_submodule(names[names.index(layer) + 1]) if layer in names[:-1] else None
+    if isinstance(after, (nn.BatchNorm1d, nn.BatchNorm2d)) and after.running_mean is not None:
+        after.running_mean.sub_(shift)
+    else:
+        module.bias = nn.Parameter(shift.clone(), requires_grad=False)
+
+
+def erase_layers(model: nn.Module, pool: AnalysisPool, forget_class: int, layers: list[str], shrinkage: float = 0.1,
+                 patches_per_image: int = 8, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with the forget-class eraser folded into each of ``layers`` in turn."""
+    erased = clone_model(model)
+    for layer in layers:
+        x, labels = layer_inputs(erased, layer, pool.images, pool.labels, patches_per_image, seed)
+        fold_eraser(erased, layer, fit_eraser(x, labels == forget_class, shrinkage))
+    return erased
+
+
+def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int, max_layers: int = 3,
+                  budget: float = 0.005, shrinkage: float = 0.1, patches_per_image: int = 8,
+                  seed: int = 0) -> tuple[list[str], nn.Module]:
+    """(layers, erased model): the deepest candidate layers (at most ``max_layers``, from the
+    classifier backwards) whose erasure, fitted on ``fit``, lowers the retain accuracy on ``val``
+    by at most ``budget`` compared with ``model``; stops at the first layer that would exceed it.
+
+    Erasing deepest first leaves the stages before each candidate unchanged, so one forward pass
+    records every candidate's inputs and each trial runs only the stages from its layer on."""
+    names = [n for n, _ in model.named_children()]
+    candidates = candidate_layers(model)[:max_layers]
+    erased = clone_model(model)
+    if not candidates:
+        return [], erased
+    where = [names.index(n) for n in candidates]
+    images = torch.cat([fit.images, val.images])
+    logits, inputs = _run_stages(erased, images, keep=set(where))
+    base = summarize(logits[len(fit):].float().cpu(), val.labels, forget_class).retain_acc
+    generator, chosen = torch.Generator().manual_seed(seed), []
+    for layer, index in zip(candidates, where):
+        rows, labels = _rows(erased.get_submodule(layer), inputs[index][:len(fit)], fit.labels, patches_per_image,
+                             generator)
+        trial = clone_model(erased)
+        fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage))
+        val_logits, _ = _run_stages(trial, inputs[index][len(fit):], index)
+        if base - summarize(val_logits.float().cpu(), val.labels, forget_class).retain_acc > budget:
+            break
+        chosen.append(layer)
+        erased = trial
+    return chosen, erased

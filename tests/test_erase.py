@@ -1,0 +1,97 @@
+"""Class-direction erasure: the LEACE identity, exact folding into weights, and what it does inside MNIST models."""
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from core.erase import _rows, candidate_layers, fit_eraser, fold_eraser
+from core.errors import UserError
+from core.evaluate import evaluate
+from core.models import state_checksum
+from core.probes import forward_with_features, representation_probe
+from core.unlearn import default_config, unlearn
+
+
+@pytest.mark.parametrize("rows", [400, 40])    # primal solve, and fewer rows than dimensions (Woodbury)
+def test_erased_rows_no_longer_covary_with_the_class(rows):
+    g = torch.Generator().manual_seed(0)
+    z = torch.arange(rows) % 5 == 0
+    x = torch.randn(rows, 60, generator=g, dtype=torch.float64) + 2.0 * z[:, None] * torch.linspace(-1, 1, 60)
+    eraser = fit_eraser(x, z, shrinkage=0.1)
+    erased = x - torch.outer((x - eraser.mu) @ eraser.a, eraser.sigma)
+    cov = (erased - erased.mean(0)).T @ (z.double() - z.double().mean()) / rows
+    before = (x - x.mean(0)).T @ (z.double() - z.double().mean()) / rows
+    assert cov.abs().max() < 1e-9 * before.abs().max() + 1e-12
+    with pytest.raises(UserError, match="forget class and of other classes"):
+        fit_eraser(x, torch.zeros(rows, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("stages", [
+    [nn.Linear(12, 7)],
+    [nn.Conv2d(3, 5, 3, padding=1)],
+    [nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(5)],
+])
+def test_folded_layer_computes_the_layer_on_erased_inputs(stages):
+    torch.manual_seed(0)
+    model = nn.Sequential(*stages).eval()
+    if len(stages) > 1:
+        stages[1].running_mean.uniform_(-1, 1)
+    layer = "0"
+    x = torch.randn(6, 12) if isinstance(stages[0], nn.Linear) else torch.randn(6, 3, 8, 8)
+    rows, labels = _rows(stages[0], x, torch.arange(6), 4, torch.Generator().manual_seed(1))
+    eraser = fit_eraser(rows, labels % 2 == 0)
+    keys = set(model.state_dict())
+    reference = [p.detach().clone() for p in stages[0].parameters()]
+    folded = copy.deepcopy(model)
+    fold_eraser(folded, layer, eraser)
+    assert set(folded.state_dict()) == keys            # a bias-free conv passes its shift to the BatchNorm
+    weight, bias = reference[0].double().flatten(1), (reference[1].double() if len(reference) > 1 else 0)
+    erased_rows = rows - torch.outer((rows - eraser.mu) @ eraser.a, eraser.sigma)
+    expected = erased_rows @ weight.T + bias            # W r(x) + b for every sampled row
+    if len(stages) > 1:                                 # through the BatchNorm: compare after it
+        bn = stages[1]
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        expected = (expected - bn.running_mean.double()) * scale + bn.bias.double()
+    assert torch.allclose(_apply_rows(folded, rows), expected, atol=1e-4)
+
+
+def _apply_rows(model: nn.Sequential, rows: torch.Tensor) -> torch.Tensor:
+    """The folded first layer (and a following BatchNorm) applied to flattened rows."""
+    layer = model[0]
+    out = rows @ layer.weight.double().flatten(1).T + (layer.bias.double() if layer.bias is not None else 0)
+    if len(model) > 1:
+        bn = model[1]
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        out = (out - bn.running_mean.double()) * scale + bn.bias.double()
+    return out
+
+
+def test_candidates_run_from_the_classifier_backwards(mnist_model):
+    model, _ = mnist_model
+    assert candidate_layers(model) == ["fc1", "conv2", "conv1"]
+
+
+def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
+    """On MNIST, the default with erasure leaves the penultimate features less able to single out the
+    forgotten class than path silencing alone, forgets as well, and keeps the retain accuracy."""
+    model, _ = mnist_model
+    pool, eval_set = mnist_split
+    before = state_checksum(model)
+    silenced = unlearn(model, pool, 3, replace(default_config(), erase="none"))
+    erased = unlearn(model, pool, 3, default_config())
+    assert state_checksum(model) == before
+    assert erased.erased_layers and erased.erased_layers[0] == "fc1"
+    recalls = []
+    for result in (silenced, erased):
+        fwd = forward_with_features(result.model, eval_set.images)
+        recalls.append(representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), 3, 0).recall)
+    assert recalls[1] < recalls[0] - 0.01
+    base, after = evaluate(model, eval_set, 3), evaluate(erased.model, eval_set, 3)
+    assert after.forget_acc <= 0.01
+    assert base.retain_acc - after.retain_acc < 0.01
+    with pytest.raises(UserError, match="erase"):
+        replace(default_config(), erase="everything")
