@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--method", default=None, choices=["zero", "gaussian", "laplace"])
     un.add_argument("--target", default=None, choices=["in", "out", "both"])
     un.add_argument("--strength", type=float, default=None)
+    un.add_argument("--erase", default=None, choices=["none", "auto"],
+                    help="erase the class direction from the layers before the classifier (ours: auto)")
     un.add_argument("--recipe", default="ours", choices=["ours", "paper"], help="defaults to start from")
     un.add_argument("--pool-per-class", type=int, default=100, help="held-out images per class in the analysis pool")
     un.add_argument("--save", default=None, help="write the unlearned checkpoint here (never overwrites)")
@@ -154,7 +156,7 @@ def config_from_args(args):
     base = PAPER_CONFIG if args.recipe == "paper" else default_config()
     overrides = {"k": args.k, "h": args.h, "layers": tuple(args.layers) if args.layers else None, "rule": args.rule,
                  "selection": args.selection, "method": args.method, "target": args.target, "strength": args.strength,
-                 "seed": args.seed}
+                 "seed": args.seed, "erase": args.erase}
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -191,7 +193,8 @@ def cmd_unlearn(args) -> int:
         "per_class_before": before.per_class, "per_class_after": after.per_class,
         "forget_acc_before": before.forget_acc, "forget_acc_after": after.forget_acc,
         "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
-        "selected_units": result.path.units, "seconds_unlearn": result.seconds_unlearn,
+        "selected_units": result.path.units, "erased_layers": result.erased_layers,
+        "seconds_unlearn": result.seconds_unlearn,
         "seconds_breakdown": result.seconds, "analysis_size": len(pool), "analysis_images_used": result.path.settings["n_images"],
         "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
     }
@@ -224,8 +227,10 @@ def format_report(report: dict, classes: list[str]) -> str:
               f"retain accuracy {report['retain_acc_before']:.1%} -> {report['retain_acc_after']:.1%}",
               f"unlearning took {report['seconds_unlearn']:.3f} s "
               f"(relevance and selection {report['seconds_breakdown']['relevance_and_selection']:.3f} s, "
-              f"perturbation {report['seconds_breakdown']['perturbation']:.3f} s; evaluation not included)",
-              "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items())]
+              f"perturbation {report['seconds_breakdown']['perturbation']:.3f} s, "
+              f"erasure {report['seconds_breakdown'].get('erasure', 0.0):.3f} s; evaluation not included)",
+              "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items()),
+              "class direction erased at: " + (", ".join(report["erased_layers"]) or "no layer")]
     if "saved" in report:
         lines.append(f"wrote {report['saved']}")
     return "\n".join(lines)

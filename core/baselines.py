@@ -342,7 +342,8 @@ def _path_method(model: nn.Module, ctx: UnlearnContext, config) -> UnlearnOutcom
         result = unlearn(model, ctx.pool, ctx.forget_class, config)
     units = {layer: len(u) for layer, u in result.path.units.items()}
     return UnlearnOutcome(result.model.eval(), clock.seconds, POOL_ONLY,
-                          {"config": config.to_dict(), "units": units, "engine_seconds": result.seconds})
+                          {"config": config.to_dict(), "units": units, "erased_layers": result.erased_layers,
+                           "engine_seconds": result.seconds})
 
 
 @register("lra_npp", POOL_ONLY, "the authors' recipe: epsilon LRP at the classifier input, K/H 50/80 of 512, zero")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.compute import model_device, predict_logits
+from core.compute import ActivationCache, model_device
 from core.data import AnalysisPool
 from core.errors import UserError
 from core.evaluate import summarize
@@ -75,9 +75,11 @@ def _rows(module: nn.Module, x: torch.Tensor, labels: torch.Tensor, patches_per_
 
 @torch.no_grad()
 def _run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None,
-                keep: set[int] = frozenset(), batch_size: int = 512) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """(output of stages start..stop-1, inputs of the stages in ``keep``), in batches on the model's device."""
+                keep: set[int] = frozenset(), batch_size: int = 1024) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """(output of stages start..stop-1, inputs of the stages in ``keep`` (``stop`` itself included)),
+    in batches on the model's device."""
     stages = list(model.children())[start:stop]
+    end = start + len(stages)
     device = model_device(model)
     outputs, kept = [], {i: [] for i in keep}
     for first in range(0, len(x), batch_size):
@@ -86,6 +88,8 @@ def _run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int
             if start + offset in kept:
                 kept[start + offset].append(h)
             h = stage(h)
+        if end in kept:
+            kept[end].append(h)
         outputs.append(h)
     return torch.cat(outputs), {i: torch.cat(parts) for i, parts in kept.items()}
 
@@ -95,7 +99,7 @@ def layer_inputs(model: nn.Module, layer: str, images: torch.Tensor, labels: tor
     """(inputs, labels) of the top-level stage ``layer`` on ``images``, as float64 rows on the CPU:
     one row per image for a Linear layer; ``patches_per_image`` seeded k x k patches per image for a Conv2d."""
     index = [n for n, _ in model.named_children()].index(layer)
-    _, kept = _run_stages(model, images, 0, index + 1, {index})
+    _, kept = _run_stages(model, images, 0, index, {index})
     return _rows(model.get_submodule(layer), kept[index], labels, patches_per_image,
                  torch.Generator().manual_seed(seed))
 
@@ -156,31 +160,43 @@ def erase_layers(model: nn.Module, pool: AnalysisPool, forget_class: int, layers
     return erased
 
 
+def _val_pass(model: nn.Sequential, val: AnalysisPool, keep: set[int],
+              cache: ActivationCache | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """(logits, inputs of the stages in ``keep``) on ``val``, starting from ``cache`` where it helps."""
+    start = cache.start if cache is not None and len(cache.activations) == len(val) else 0
+    logits, inputs = _run_stages(model, cache.activations if start else val.images, start, keep={i for i in keep if i >= start})
+    for index in sorted(i for i in keep if i < start):     # candidates before the cache: a short head pass
+        _, early = _run_stages(model, val.images, 0, index, keep={index})
+        inputs.update(early)
+    return logits, inputs
+
+
 def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int, max_layers: int = 3,
                   budget: float = 0.005, shrinkage: float = 0.1, patches_per_image: int = 8,
-                  seed: int = 0) -> tuple[list[str], nn.Module]:
+                  seed: int = 0, val_cache: ActivationCache | None = None) -> tuple[list[str], nn.Module]:
     """(layers, erased model): the deepest candidate layers (at most ``max_layers``, from the
     classifier backwards) whose erasure, fitted on ``fit``, lowers the retain accuracy on ``val``
     by at most ``budget`` compared with ``model``; stops at the first layer that would exceed it.
 
     Erasing deepest first leaves the stages before each candidate unchanged, so one forward pass
-    records every candidate's inputs and each trial runs only the stages from its layer on."""
+    records every candidate's inputs and each trial runs only the stages from its layer on.
+    ``val_cache`` (``val``'s activations at the input of a stage that ``model`` shares with the
+    model they were computed on, everything before it unchanged) saves the val pass up to there."""
     names = [n for n, _ in model.named_children()]
     candidates = candidate_layers(model)[:max_layers]
     erased = clone_model(model)
     if not candidates:
         return [], erased
     where = [names.index(n) for n in candidates]
-    images = torch.cat([fit.images, val.images])
-    logits, inputs = _run_stages(erased, images, keep=set(where))
-    base = summarize(logits[len(fit):].float().cpu(), val.labels, forget_class).retain_acc
+    _, fit_inputs = _run_stages(erased, fit.images, 0, max(where), keep=set(where))
+    logits, val_inputs = _val_pass(erased, val, set(where), val_cache)
+    base = summarize(logits.float().cpu(), val.labels, forget_class).retain_acc
     generator, chosen = torch.Generator().manual_seed(seed), []
     for layer, index in zip(candidates, where):
-        rows, labels = _rows(erased.get_submodule(layer), inputs[index][:len(fit)], fit.labels, patches_per_image,
-                             generator)
+        rows, labels = _rows(erased.get_submodule(layer), fit_inputs[index], fit.labels, patches_per_image, generator)
         trial = clone_model(erased)
         fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage))
-        val_logits, _ = _run_stages(trial, inputs[index][len(fit):], index)
+        val_logits, _ = _run_stages(trial, val_inputs[index], index)
         if base - summarize(val_logits.float().cpu(), val.labels, forget_class).retain_acc > budget:
             break
         chosen.append(layer)

@@ -123,8 +123,10 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     fit, val = pool.validation_split(config.validation_fraction, config.seed) if calibrate else (pool, None)
     path = find_path(analyzer, fit, forget_class, layers, config.k, "all" if calibrate else config.h,
                      config.selection, config.n_images, config.seed, config.coverage)
+    val_cache = None
     if calibrate:
-        path = calibrate_path(model, path, val, config)
+        val_cache = _validation_cache(model, path, val, config)
+        path = calibrate_path(model, path, val, config, val_cache)
     analysed = time.perf_counter()
     edits = plan_edits(model, path.units, forget_class, config.spec(), pool.info.input_shape)
     variant = apply_edits(model, edits, config.spec())
@@ -133,7 +135,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     if config.erase == "auto":
         fit, val = (fit, val) if val is not None else pool.validation_split(config.validation_fraction, config.seed)
         erased, variant = choose_layers(variant, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
-                                        config.erase_shrinkage, seed=config.seed)
+                                        config.erase_shrinkage, seed=config.seed, val_cache=val_cache)
     done = time.perf_counter()
     seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed,
                "erasure": done - perturbed, "total": done - start}
@@ -143,14 +145,21 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
 CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig) -> NeuronPath:
+def _validation_cache(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig) -> ActivationCache:
+    """``val``'s activations at the input of the earliest stage the full ranked path would edit."""
+    spec, shape = config.spec(), val.info.input_shape
+    edits = plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, spec, shape)
+    return ActivationCache.build(model, val.images, first_changed_stage(model, edits))
+
+
+def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig,
+                   cache: ActivationCache | None = None) -> NeuronPath:
     """Cut a fully ranked path to the share of units chosen on the validation part of the pool:
     the smallest share reaching the lowest forget accuracy within the retain budget, then
     ``margin_steps`` shares further while the budget allows (a safety margin: the validation part
     holds few forget images). Shares grow on one working copy, each step editing only new units."""
     spec, shape, forget = config.spec(), val.info.input_shape, ranked.forget_class
-    first = first_changed_stage(model, plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape))
-    cache = ActivationCache.build(model, val.images, first)
+    cache = cache or _validation_cache(model, ranked, val, config)
     base = summarize(cache.tail_logits(model), val.labels, forget)
     working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
     done: dict[str, set[int]] = {name: set() for name in ranked.selections}

@@ -87,7 +87,9 @@ units = {layer: len(sel.units) for layer, sel in result.path.selections.items()}
 st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
            f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
            + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
-           + ". Moving the slider re-runs only the layers after the perturbed one, from cached activations.")
+           + ". Moving the slider re-runs only the layers after the perturbed one, from cached activations. "
+           "The library's default also erases the class direction from the layers before the classifier "
+           "(`python -m core unlearn`, see the README); this page shows the path perturbation alone.")
 
 forget_positions = (eval_set.labels == cls).nonzero(as_tuple=True)[0].tolist()
 
