@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--rule", default=None, help="LRP rule: epsilon, epsilon-plus-flat, alpha1-beta0, alpha2-beta1, gamma")
     un.add_argument("--selection", default=None, choices=["frequency", "contrast"])
     un.add_argument("--method", default=None, choices=["zero", "gaussian", "laplace"])
-    un.add_argument("--target", default=None, choices=["in", "out", "both"])
+    un.add_argument("--target", default=None, choices=["in", "out", "both", "auto"])
     un.add_argument("--strength", type=float, default=None)
     un.add_argument("--erase", default=None, choices=["none", "auto"],
                     help="erase the class direction from the layers before the classifier (ours: auto)")

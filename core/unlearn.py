@@ -48,12 +48,15 @@ class UnlearnConfig:
     validation_fraction: float = 0.5     # share of the pool kept back to calibrate H (h="calibrate")
     retain_budget: float = 0.02          # largest retain-accuracy drop calibration may spend (validation)
     margin_steps: int = 0                # calibration: shares taken past the first that forgets the validation images
+    auto_out_max_forget: float = 0.0     # target="auto": take "out" when its validation forget accuracy is at most this
     erase: str = "none"                  # "none" | "auto": erase the class direction before the classifier (core.erase)
     erase_max_layers: int = 2            # at most this many layers, from the classifier backwards
     erase_budget: float = 0.005          # largest extra retain-accuracy drop erasure may spend (validation)
     erase_shrinkage: float = 0.1         # covariance shrinkage of the eraser
 
     def __post_init__(self):
+        if self.target not in ("in", "out", "both", "auto"):
+            raise UserError(f"Unknown target '{self.target}'; choose in, out, both or auto.")
         if self.erase not in ("none", "auto"):
             raise UserError(f"Unknown erase setting '{self.erase}'; choose none or auto.")
 
@@ -72,9 +75,10 @@ PAPER_CONFIG = UnlearnConfig(keep_bias=True)
 
 # This project's default (chosen on the validation part of the pool, see BENCHMARKS.md): rank the
 # classifier-input units by class contrast, calibrate how many to take on held-out pool images,
-# silence each completely (incoming rows, bias, BatchNorm, and its weight to the forget class),
-# then erase the class direction from the layers before the classifier (core.erase).
-OURS_CONFIG = UnlearnConfig(selection="contrast", h="calibrate", target="both", keep_bias=False, retain_budget=0.02,
+# cut their weights to the forget class, or silence them completely (incoming rows, bias, BatchNorm)
+# where that alone does not forget the validation images, then erase the class direction from the
+# layers before the classifier (core.erase).
+OURS_CONFIG = UnlearnConfig(selection="contrast", h="calibrate", target="auto", keep_bias=False, retain_budget=0.02,
                             erase="auto")
 
 
@@ -110,6 +114,9 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     With ``h="calibrate"`` the pool is split into an analysis part (relevance, ranking) and a
     validation part; H is the smallest share of units that drives the validation forget accuracy
     to its minimum while the validation retain accuracy drops at most ``retain_budget``.
+    ``target="auto"`` calibrates the forget-class weights alone ("out") first and keeps them when
+    they forget every validation image of the class (``auto_out_max_forget``), else silences the
+    units completely ("both"); the result's config names the target used.
     With ``erase="auto"`` the class direction is then erased from the deepest layers before the
     classifier whose erasure costs at most ``erase_budget`` of validation retain accuracy
     (:func:`core.erase.choose_layers`; erasers fitted on the analysis part)."""
@@ -124,9 +131,16 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     path = find_path(analyzer, fit, forget_class, layers, config.k, "all" if calibrate else config.h,
                      config.selection, config.n_images, config.seed, config.coverage)
     val_cache = None
+    if config.target == "auto" and not calibrate:
+        raise UserError("target 'auto' is chosen on the validation part of the pool; it needs h='calibrate'.")
     if calibrate:
-        val_cache = _validation_cache(model, path, val, config)
-        path = calibrate_path(model, path, val, config, val_cache)
+        ranked, candidates = path, (["out", "both"] if config.target == "auto" else [config.target])
+        for target in candidates:   # "auto": the forget-class weights alone when they forget the validation images
+            config = replace(config, target=target)
+            val_cache = _validation_cache(model, ranked, val, config)
+            path = calibrate_path(model, ranked, val, config, val_cache)
+            if path.settings["validation_forget_acc"] <= config.auto_out_max_forget:
+                break
     analysed = time.perf_counter()
     edits = plan_edits(model, path.units, forget_class, config.spec(), pool.info.input_shape)
     variant = apply_edits(model, edits, config.spec())

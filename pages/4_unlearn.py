@@ -43,7 +43,8 @@ first_width = int(widths.get(default_layers[0], "512").split(" x ")[0])
 c1, c2, c3 = st.columns(3)
 cls = common.class_selectbox("Forget class", lm, key="unl_class", container=c1,
                              help="The class the model should no longer recognise.")
-target = c2.selectbox("Weights to perturb", TARGETS, index=TARGETS.index(base.target), key="unl_target",
+target = c2.selectbox("Weights to perturb", TARGETS, index=TARGETS.index(base.target if base.target in TARGETS else "both"),
+                      key="unl_target",
                       format_func=TARGET_LABELS.get,
                       help="incoming: the rows producing the selected units; outgoing: their weight to the forget "
                            "class (to every class in a hidden layer); both: the two together.")

@@ -334,7 +334,7 @@ def test_two_threads_unlearn_different_classes_at_once():
         alone = unlearn(shared.model, pool, cls, config)
         assert units == alone.path.units
         for s, got in zip(strengths, evals):
-            variant = perturb(shared.model, alone.path.units, cls, replace(config, strength=s).spec(),
+            variant = perturb(shared.model, alone.path.units, cls, replace(alone.config, strength=s).spec(),
                               eval_set.info.input_shape)
             assert got.forget_class == cls and got.per_class == pytest.approx(evaluate(variant, eval_set, cls).per_class)
         position = int((eval_set.labels == cls).nonzero()[0])
