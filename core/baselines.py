@@ -342,7 +342,8 @@ def _path_method(model: nn.Module, ctx: UnlearnContext, config) -> UnlearnOutcom
         result = unlearn(model, ctx.pool, ctx.forget_class, config)
     units = {layer: len(u) for layer, u in result.path.units.items()}
     return UnlearnOutcome(result.model.eval(), clock.seconds, POOL_ONLY,
-                          {"config": config.to_dict(), "units": units, "erased_layers": result.erased_layers,
+                          {"config": config.to_dict(), "target_used": result.config.target, "units": units,
+                           "erased_layers": result.erased_layers,
                            "engine_seconds": result.seconds})
 
 

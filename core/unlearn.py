@@ -135,10 +135,11 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         raise UserError("target 'auto' is chosen on the validation part of the pool; it needs h='calibrate'.")
     if calibrate:
         ranked, candidates = path, (["out", "both"] if config.target == "auto" else [config.target])
+        starts = {t: _first_stage(model, ranked, replace(config, target=t), val.info.input_shape) for t in candidates}
+        val_cache = ActivationCache.build(model, val.images, min(starts.values()))   # shared by every candidate
         for target in candidates:   # "auto": the forget-class weights alone when they forget the validation images
             config = replace(config, target=target)
-            val_cache = _validation_cache(model, ranked, val, config)
-            path = calibrate_path(model, ranked, val, config, val_cache)
+            path = calibrate_path(model, ranked, val, config, _advance(model, val_cache, starts[target]))
             if path.settings["validation_forget_acc"] <= config.auto_out_max_forget:
                 break
     analysed = time.perf_counter()
@@ -159,6 +160,20 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
 CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
+def _first_stage(model: nn.Module, ranked: NeuronPath, config: UnlearnConfig, input_shape) -> int:
+    """The earliest stage the full ranked path would edit under ``config``."""
+    edits = plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, config.spec(), input_shape)
+    return first_changed_stage(model, edits)
+
+
+def _advance(model: nn.Module, cache: ActivationCache, start: int) -> ActivationCache:
+    """The same activations moved on to the input of stage ``start`` (>= the cache's start)."""
+    if start == cache.start or not isinstance(model, nn.Sequential):
+        return cache
+    with torch.no_grad():
+        return ActivationCache(start, model[cache.start:start](cache.activations), cache.batch_size)
+
+
 def _validation_cache(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig) -> ActivationCache:
     """``val``'s activations at the input of the earliest stage the full ranked path would edit."""
     spec, shape = config.spec(), val.info.input_shape
@@ -176,15 +191,18 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
     cache = cache or _validation_cache(model, ranked, val, config)
     base = summarize(cache.tail_logits(model), val.labels, forget)
     working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
+    tail = _RowTail.build(model, cache, plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape))
     done: dict[str, set[int]] = {name: set() for name in ranked.selections}
     best, best_forget, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), float("inf"), None
     for share in CALIBRATION_SHARES:
         candidate = ranked.truncated(share)
         new_units = {name: [u for u in units if u not in done[name]] for name, units in candidate.units.items()}
-        edit_in_place(working, plan_edits(model, new_units, forget, spec, shape), spec, generator)
+        edits = plan_edits(model, new_units, forget, spec, shape)
+        edit_in_place(working, edits, spec, generator)
         for name, units in new_units.items():
             done[name].update(units)
-        score = summarize(cache.tail_logits(working), val.labels, forget)
+        logits = tail.logits(working, edits) if tail is not None else cache.tail_logits(working)
+        score = summarize(logits, val.labels, forget)
         if base.retain_acc - score.retain_acc > config.retain_budget:
             break
         if margin_left is not None:
@@ -197,6 +215,36 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
             break
     best.settings["validation_forget_acc"] = best_forget
     return best
+
+
+@dataclass
+class _RowTail:
+    """Calibration's running output of the first edited stage when it is a Linear layer whose rows
+    alone change: each step recomputes only the rows it edited, z[:, R] = x W'[R]^T + b'[R]."""
+
+    start: int
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: nn.Module, cache: ActivationCache, edits: list[ParamEdit]) -> "_RowTail | None":
+        names = [n for n, _ in model.named_children()] if isinstance(model, nn.Sequential) else []
+        if cache.start >= len(names) or not isinstance(model[cache.start], nn.Linear):
+            return None
+        here = [e for e in edits if e.param.split(".")[0] == names[cache.start]]
+        if any(e.rows is None or e.cols is not None for e in here):
+            return None
+        return cls(cache.start, cache.activations, model[cache.start](cache.activations))
+
+    @torch.no_grad()
+    def logits(self, working: nn.Sequential, edits: list[ParamEdit]) -> torch.Tensor:
+        layer, name = working[self.start], [n for n, _ in working.named_children()][self.start]
+        rows = sorted({r for e in edits if e.param.split(".")[0] == name for r in e.rows})
+        if rows:
+            bias = layer.bias[rows] if layer.bias is not None else None
+            self.outputs[:, rows] = torch.nn.functional.linear(self.inputs, layer.weight[rows], bias)
+        return working[self.start + 1:](self.outputs).float().cpu()
 
 
 class PerturbationExplorer:
