@@ -93,5 +93,8 @@ def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
     base, after = evaluate(model, eval_set, 3), evaluate(erased.model, eval_set, 3)
     assert after.forget_acc <= 0.01
     assert base.retain_acc - after.retain_acc < 0.01
+    assert erased.config.target in ("out", "both")          # "auto" resolved on the validation part
     with pytest.raises(UserError, match="erase"):
         replace(default_config(), erase="everything")
+    with pytest.raises(UserError, match="calibrate"):
+        unlearn(model, pool, 3, replace(default_config(), h=0.1))
