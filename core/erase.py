@@ -171,7 +171,7 @@ def _val_pass(model: nn.Sequential, val: AnalysisPool, keep: set[int],
     return logits, inputs
 
 
-def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int, max_layers: int = 3,
+def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int, max_layers: int = 2,
                   budget: float = 0.005, shrinkage: float = 0.1, patches_per_image: int = 8,
                   seed: int = 0, val_cache: ActivationCache | None = None) -> tuple[list[str], nn.Module]:
     """(layers, erased model): the deepest candidate layers (at most ``max_layers``, from the

@@ -253,6 +253,29 @@ def membership_scores(original: nn.Module, unlearned: nn.Module, dataset: str, f
             "after": membership_inference(unlearned, retain_train, eval_set, forget_train)}
 
 
+def erasure_summary(original: nn.Module, perturbed: nn.Module, pool: AnalysisPool, eval_set: ImageSet,
+                    forget_class: int, seed: int = 0) -> dict:
+    """The library default's last step on top of the page's perturbed model: the class direction
+    erased from the layers before the classifier (:func:`core.erase.choose_layers`, chosen on the
+    pool's validation part), with forget / retain accuracy and the representation probe's recall on
+    the evaluation set for the original, the perturbed and the erased model."""
+    from core.erase import choose_layers
+    from core.probes import forward_with_features, representation_probe
+    from core.unlearn import default_config
+
+    config = default_config()
+    fit, val = pool.validation_split(config.validation_fraction, seed)
+    layers, erased = choose_layers(perturbed, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
+                                   config.erase_shrinkage, seed=seed)
+    rows = {}
+    for name, model in (("original", original), ("perturbed", perturbed), ("erased", erased)):
+        fwd = forward_with_features(model, eval_set.images)
+        ev = summarize(fwd.logits, eval_set.labels, forget_class)
+        probe = representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), forget_class, seed)
+        rows[name] = {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "probe_recall": probe.recall}
+    return {"layers": layers, **rows}
+
+
 # ----------------------------------------------------------------------------- relevance
 @dataclass
 class ClassRelevance:

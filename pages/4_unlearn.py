@@ -89,8 +89,8 @@ st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s fro
            f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
            + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
            + ". Moving the slider re-runs only the layers after the perturbed one, from cached activations. "
-           "The library's default also erases the class direction from the layers before the classifier "
-           "(`python -m core unlearn`, see the README); this page shows the path perturbation alone.")
+           "The library's default also erases the class direction from the layers before the classifier: "
+           "the slider shows the path perturbation alone, the button further down adds that step.")
 
 forget_positions = (eval_set.labels == cls).nonzero(as_tuple=True)[0].tolist()
 
@@ -143,6 +143,28 @@ def explore() -> None:
                   f"before and after, same colour scale"), key="unl_heatmaps")
         h1.caption("Red: evidence for the forget class. As the path is perturbed, that evidence fades.")
 
+    st.markdown("##### Inside the model: erase the class direction")
+    erase_key = f"erase|{explorer_key}|{strength}|{method}"
+    e1, e2 = st.columns([2, 3], gap="large")
+    if e1.button("Erase the class direction too", key="unl_erase",
+                 help="The library default's last step: a linear eraser (LEACE) fitted on the pool removes what "
+                      "still separates the class in the layers before the classifier, folded into their weights. "
+                      "A linear probe on the classifier's input then finds the class less easily."):
+        with st.spinner("Fitting the erasers on the pool and evaluating..."):
+            st.session_state[erase_key] = S.erasure_summary(lm.model, variant, pool, eval_set, cls)
+    erasure = st.session_state.get(erase_key)
+    if erasure:
+        e2.dataframe(
+            [{"model": name, "forget accuracy": common.pct(erasure[name]["forget_acc"]),
+              "retain accuracy": common.pct(erasure[name]["retain_acc"]),
+              "probe finds the class": common.pct(erasure[name]["probe_recall"])}
+             for name in ("original", "perturbed", "erased")], hide_index=True, key="unl_erase_table")
+        e1.caption("Erased at: " + (", ".join(erasure["layers"]) or "no layer (each cost too much retain accuracy "
+                                    "on the pool's validation part)") + ".")
+    else:
+        e1.caption("Cutting the path stops the class at the output; its features can still be there inside. "
+                   "This runs the eraser on the current setting.")
+
     st.markdown("##### Membership inference and export")
     report = {"forget_class": cls, "class_name": lm.classes[cls], "dataset": lm.dataset, "arch": lm.card.arch,
               "model": lm.source, "model_sha256": lm.checksum, "method": method, "strength": strength,
@@ -152,6 +174,8 @@ def explore() -> None:
               "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
               "selected_units": result.path.units, "seconds_path": result.seconds["relevance_and_selection"],
               "analysis_images": result.path.settings["n_images"], "eval_size": len(eval_set)}
+    if erasure:
+        report["erasure"] = erasure
     st.session_state["unlearn_report"] = report          # what the charts show (read by the tests)
     mia_key = f"mia|{explorer_key}|{strength}|{method}"
     x1, x2 = st.columns([2, 3], gap="large")

@@ -247,6 +247,21 @@ def test_unlearn_page_membership_inference_on_demand():
     assert [m for m in at.metric if "members" in m.label]
 
 
+def test_unlearn_page_erases_the_class_direction_on_demand():
+    from core.erase import candidate_layers
+    from core.models import load_checkpoint
+
+    at = new_app("4_unlearn")
+    at.button(key="unl_erase").click().run()
+    assert not at.exception
+    erasure = at.session_state["unlearn_report"]["erasure"]
+    model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
+    assert set(erasure["layers"]) <= set(candidate_layers(model))
+    assert erasure["original"]["forget_acc"] > 0.5 > erasure["perturbed"]["forget_acc"]
+    assert erasure["erased"]["forget_acc"] <= erasure["perturbed"]["forget_acc"] + 0.05
+    assert {"original", "perturbed", "erased"} == {row["model"] for row in at.dataframe[0].value.to_dict("records")}
+
+
 def test_export_writes_a_loadable_checkpoint_and_leaves_the_model(digits_model, digits_split):
     from core.unlearn import default_config, unlearn
 

@@ -267,4 +267,10 @@ def test_every_page_renders_and_is_screenshotted(server, page):
                  "4-unlearn": page.get_by_test_id("stMetric")}.get(name)
         if below is not None:
             shoot_below(page, f"{name}-charts", below)
-    assert len(list(SHOTS.glob("*.png"))) >= 5
+        if name == "4-unlearn":                           # the erasure runs on demand
+            page.get_by_role("button", name="Erase the class direction too").click()
+            sync_api.expect(page.get_by_test_id("stDataFrame")).to_have_count(1, timeout=SLOW)
+            wait_idle(page)
+            assert_no_exception(page)
+            shoot_below(page, "4-unlearn-erase", page.get_by_text("Inside the model: erase the class direction"))
+    assert len(list(SHOTS.glob("*.png"))) >= 6
