@@ -193,7 +193,7 @@ def cmd_unlearn(args) -> int:
         "per_class_before": before.per_class, "per_class_after": after.per_class,
         "forget_acc_before": before.forget_acc, "forget_acc_after": after.forget_acc,
         "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
-        "selected_units": result.path.units, "erased_layers": result.erased_layers,
+        "selected_units": result.path.units, "target_used": result.config.target, "erased_layers": result.erased_layers,
         "seconds_unlearn": result.seconds_unlearn,
         "seconds_breakdown": result.seconds, "analysis_size": len(pool), "analysis_images_used": result.path.settings["n_images"],
         "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
@@ -204,6 +204,8 @@ def cmd_unlearn(args) -> int:
                                 "created": dt.date.today().isoformat(),
                                 "notes": {"unlearned_from": str(source), "source_sha256": file_checksum(source),
                                           "forget_class": args.forget, "parameters": config.to_dict(),
+                                          "target_used": result.config.target,
+                                          "erased_layers": result.erased_layers,
                                           "metrics": {k: report[k] for k in ("forget_acc_before", "forget_acc_after",
                                                                              "retain_acc_before", "retain_acc_after",
                                                                              "seconds_unlearn", "eval_size")},
@@ -229,7 +231,8 @@ def format_report(report: dict, classes: list[str]) -> str:
               f"(relevance and selection {report['seconds_breakdown']['relevance_and_selection']:.3f} s, "
               f"perturbation {report['seconds_breakdown']['perturbation']:.3f} s, "
               f"erasure {report['seconds_breakdown'].get('erasure', 0.0):.3f} s; evaluation not included)",
-              "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items()),
+              "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items())
+              + f" (weights perturbed: {report['target_used']})",
               "class direction erased at: " + (", ".join(report["erased_layers"]) or "no layer")]
     if "saved" in report:
         lines.append(f"wrote {report['saved']}")
