@@ -30,9 +30,6 @@ from core.errors import UserError
 from core.evaluate import summarize
 from core.models import classifier_name, clone_model
 
-ERASABLE = (nn.Linear, nn.Conv2d)
-
-
 @dataclass
 class Eraser:
     """x -> x - sigma a^T (x - mu) on a layer's (flattened) inputs."""
@@ -43,14 +40,22 @@ class Eraser:
 
 
 def candidate_layers(model: nn.Module) -> list[str]:
-    """Top-level Linear / Conv2d stages before the classifier, deepest first (the classifier itself
-    is left out: erasing its input would not change any feature)."""
+    """Top-level Linear / plain Conv2d stages before the classifier, deepest first (the classifier
+    itself is left out: erasing its input would not change any feature)."""
     if not isinstance(model, nn.Sequential):
         return []
     names = [n for n, _ in model.named_children()]
     clf = classifier_name(model)
     stop = names.index(clf) if clf in names else len(names)
-    return [n for n in reversed(names[:stop]) if isinstance(model.get_submodule(n), ERASABLE)]
+    return [n for n in reversed(names[:stop]) if _erasable(model.get_submodule(n))]
+
+
+def _erasable(module: nn.Module) -> bool:
+    """Linear, or a plain Conv2d (one group, zero padding): the layers an eraser folds into exactly."""
+    if isinstance(module, nn.Conv2d):
+        odd = all(k % 2 for k in module.kernel_size)       # PyTorch pads an even "same" kernel unevenly
+        return module.groups == 1 and module.padding_mode == "zeros" and (module.padding != "same" or odd)
+    return isinstance(module, nn.Linear)
 
 
 def _rows(module: nn.Module, x: torch.Tensor, labels: torch.Tensor, patches_per_image: int,
@@ -60,7 +65,10 @@ def _rows(module: nn.Module, x: torch.Tensor, labels: torch.Tensor, patches_per_
     if isinstance(module, nn.Linear):
         return x.flatten(1).double(), labels
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
+    if module.padding == "same":
+        ph, pw = dh * (kh - 1) // 2, dw * (kw - 1) // 2
+    else:
+        ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
     padded = F.pad(x, (pw, pw, ph, ph))
     out_h = (padded.shape[2] - dh * (kh - 1) - 1) // sh + 1
     out_w = (padded.shape[3] - dw * (kw - 1) - 1) // sw + 1

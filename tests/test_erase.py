@@ -34,6 +34,7 @@ def test_erased_rows_no_longer_covary_with_the_class(rows):
     [nn.Linear(12, 7)],
     [nn.Conv2d(3, 5, 3, padding=1)],
     [nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(5)],
+    [nn.Conv2d(3, 5, 3, padding="same", dilation=2)],
 ])
 def test_folded_layer_computes_the_layer_on_erased_inputs(stages):
     torch.manual_seed(0)
@@ -73,6 +74,9 @@ def _apply_rows(model: nn.Sequential, rows: torch.Tensor) -> torch.Tensor:
 def test_candidates_run_from_the_classifier_backwards(mnist_model):
     model, _ = mnist_model
     assert candidate_layers(model) == ["fc1", "conv2", "conv1"]
+    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 4, 3, padding_mode="reflect", padding=1),
+                            nn.Conv2d(4, 8, 1), nn.Flatten(), nn.Linear(8, 2))
+    assert candidate_layers(grouped) == ["2"]          # depthwise and reflect-padded convs cannot be folded
 
 
 def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
