@@ -86,6 +86,13 @@ class ActivationCache:
         return torch.cat([tail(acts[i:i + self.batch_size]).float().cpu()
                           for i in range(0, len(acts), self.batch_size)])
 
+    @torch.no_grad()
+    def advanced(self, model: nn.Module, start: int) -> "ActivationCache":
+        """The same activations carried on to the input of stage ``start`` (>= this cache's start)."""
+        if start == self.start or not isinstance(model, nn.Sequential):
+            return self
+        return ActivationCache(start, model[self.start:start](self.activations), self.batch_size)
+
 
 @dataclass
 class LinearRowCache:
@@ -107,6 +114,17 @@ class LinearRowCache:
     @torch.no_grad()
     def build(cls, model: nn.Sequential, inputs: torch.Tensor, start: int, rows: list[int]) -> "LinearRowCache":
         return cls(start=start, inputs=inputs, outputs=model[start](inputs), rows=sorted(rows))
+
+    @torch.no_grad()
+    def recomputed_logits(self, variant: nn.Sequential, rows: list[int]) -> torch.Tensor:
+        """Logits of ``variant`` after recomputing ``rows`` of the cached output from its layer,
+        z[:, R] = x W'[R]^T + b'[R]. The cache keeps the new rows: for one working copy whose
+        edits accumulate (calibration)."""
+        if rows:
+            layer = variant[self.start]
+            bias = layer.bias[rows] if layer.bias is not None else None
+            self.outputs[:, rows] = torch.nn.functional.linear(self.inputs, layer.weight[rows], bias)
+        return variant[self.start + 1:](self.outputs).float().cpu()
 
     @torch.no_grad()
     def tail_logits(self, source: nn.Sequential, variant: nn.Sequential, method: str, strength: float,

@@ -30,6 +30,7 @@ from core.errors import UserError
 from core.evaluate import summarize
 from core.models import classifier_name, clone_model
 
+
 @dataclass
 class Eraser:
     """x -> x - sigma a^T (x - mu) on a layer's (flattened) inputs."""
@@ -102,16 +103,6 @@ def _run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int
     return torch.cat(outputs), {i: torch.cat(parts) for i, parts in kept.items()}
 
 
-def layer_inputs(model: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor,
-                 patches_per_image: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) of the top-level stage ``layer`` on ``images``, as float64 rows on the CPU:
-    one row per image for a Linear layer; ``patches_per_image`` seeded k x k patches per image for a Conv2d."""
-    index = [n for n, _ in model.named_children()].index(layer)
-    _, kept = _run_stages(model, images, 0, index, {index})
-    return _rows(model.get_submodule(layer), kept[index], labels, patches_per_image,
-                 torch.Generator().manual_seed(seed))
-
-
 def fit_eraser(x: torch.Tensor, is_forget: torch.Tensor, shrinkage: float = 0.1) -> Eraser:
     """The binary LEACE eraser of the rows ``x`` for the indicator ``is_forget``, with
     S = (1 - shrinkage) Cov(x) + shrinkage * mean(diag Cov(x)) I. When there are fewer rows than
@@ -156,16 +147,6 @@ def fold_eraser(model: nn.Module, layer: str, eraser: Eraser) -> None:
         after.running_mean.sub_(shift)
     else:
         module.bias = nn.Parameter(shift.clone(), requires_grad=False)
-
-
-def erase_layers(model: nn.Module, pool: AnalysisPool, forget_class: int, layers: list[str], shrinkage: float = 0.1,
-                 patches_per_image: int = 8, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with the forget-class eraser folded into each of ``layers`` in turn."""
-    erased = clone_model(model)
-    for layer in layers:
-        x, labels = layer_inputs(erased, layer, pool.images, pool.labels, patches_per_image, seed)
-        fold_eraser(erased, layer, fit_eraser(x, labels == forget_class, shrinkage))
-    return erased
 
 
 def _val_pass(model: nn.Sequential, val: AnalysisPool, keep: set[int],

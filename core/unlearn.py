@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-from core.compute import ActivationCache, LinearRowCache
+from core.compute import ActivationCache, LinearRowCache, stage_index_of
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
 from core.erase import choose_layers
 from core.errors import UserError
@@ -139,7 +139,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         val_cache = ActivationCache.build(model, val.images, min(starts.values()))   # shared by every candidate
         for target in candidates:   # "auto": the forget-class weights alone when they forget the validation images
             config = replace(config, target=target)
-            path = calibrate_path(model, ranked, val, config, _advance(model, val_cache, starts[target]))
+            path = calibrate_path(model, ranked, val, config, val_cache.advanced(model, starts[target]))
             if path.settings["validation_forget_acc"] <= config.auto_out_max_forget:
                 break
     analysed = time.perf_counter()
@@ -166,21 +166,6 @@ def _first_stage(model: nn.Module, ranked: NeuronPath, config: UnlearnConfig, in
     return first_changed_stage(model, edits)
 
 
-def _advance(model: nn.Module, cache: ActivationCache, start: int) -> ActivationCache:
-    """The same activations moved on to the input of stage ``start`` (>= the cache's start)."""
-    if start == cache.start or not isinstance(model, nn.Sequential):
-        return cache
-    with torch.no_grad():
-        return ActivationCache(start, model[cache.start:start](cache.activations), cache.batch_size)
-
-
-def _validation_cache(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig) -> ActivationCache:
-    """``val``'s activations at the input of the earliest stage the full ranked path would edit."""
-    spec, shape = config.spec(), val.info.input_shape
-    edits = plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, spec, shape)
-    return ActivationCache.build(model, val.images, first_changed_stage(model, edits))
-
-
 def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig,
                    cache: ActivationCache | None = None) -> NeuronPath:
     """Cut a fully ranked path to the share of units chosen on the validation part of the pool:
@@ -188,10 +173,11 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
     ``margin_steps`` shares further while the budget allows (a safety margin: the validation part
     holds few forget images). Shares grow on one working copy, each step editing only new units."""
     spec, shape, forget = config.spec(), val.info.input_shape, ranked.forget_class
-    cache = cache or _validation_cache(model, ranked, val, config)
+    full_edits = plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape)
+    cache = cache or ActivationCache.build(model, val.images, first_changed_stage(model, full_edits))
     base = summarize(cache.tail_logits(model), val.labels, forget)
     working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
-    tail = _RowTail.build(model, cache, plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape))
+    rows_cache = _row_edit_cache(model, cache, full_edits)
     done: dict[str, set[int]] = {name: set() for name in ranked.selections}
     best, best_forget, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), float("inf"), None
     for share in CALIBRATION_SHARES:
@@ -201,7 +187,10 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
         edit_in_place(working, edits, spec, generator)
         for name, units in new_units.items():
             done[name].update(units)
-        logits = tail.logits(working, edits) if tail is not None else cache.tail_logits(working)
+        if rows_cache is not None:
+            logits = rows_cache.recomputed_logits(working, _edited_rows(model, edits, rows_cache.start))
+        else:
+            logits = cache.tail_logits(working)
         score = summarize(logits, val.labels, forget)
         if base.retain_acc - score.retain_acc > config.retain_budget:
             break
@@ -217,34 +206,21 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
     return best
 
 
-@dataclass
-class _RowTail:
-    """Calibration's running output of the first edited stage when it is a Linear layer whose rows
-    alone change: each step recomputes only the rows it edited, z[:, R] = x W'[R]^T + b'[R]."""
+def _edited_rows(model: nn.Module, edits: list[ParamEdit], stage: int) -> list[int] | None:
+    """The rows ``edits`` change in top-level stage ``stage``; None when an edit there is not by rows."""
+    here = [e for e in edits if stage_index_of(model, e.param) == stage]
+    if any(e.rows is None or e.cols is not None for e in here):
+        return None
+    return sorted({r for e in here for r in e.rows})
 
-    start: int
-    inputs: torch.Tensor
-    outputs: torch.Tensor
 
-    @classmethod
-    @torch.no_grad()
-    def build(cls, model: nn.Module, cache: ActivationCache, edits: list[ParamEdit]) -> "_RowTail | None":
-        names = [n for n, _ in model.named_children()] if isinstance(model, nn.Sequential) else []
-        if cache.start >= len(names) or not isinstance(model[cache.start], nn.Linear):
-            return None
-        here = [e for e in edits if e.param.split(".")[0] == names[cache.start]]
-        if any(e.rows is None or e.cols is not None for e in here):
-            return None
-        return cls(cache.start, cache.activations, model[cache.start](cache.activations))
-
-    @torch.no_grad()
-    def logits(self, working: nn.Sequential, edits: list[ParamEdit]) -> torch.Tensor:
-        layer, name = working[self.start], [n for n, _ in working.named_children()][self.start]
-        rows = sorted({r for e in edits if e.param.split(".")[0] == name for r in e.rows})
-        if rows:
-            bias = layer.bias[rows] if layer.bias is not None else None
-            self.outputs[:, rows] = torch.nn.functional.linear(self.inputs, layer.weight[rows], bias)
-        return working[self.start + 1:](self.outputs).float().cpu()
+def _row_edit_cache(model: nn.Module, cache: ActivationCache, edits: list[ParamEdit]) -> LinearRowCache | None:
+    """A :class:`LinearRowCache` over ``cache``'s first stage when it is a Linear layer whose rows
+    alone are edited (then only those rows need recomputing), else None."""
+    if not isinstance(model, nn.Sequential) or cache.start >= len(model) or not isinstance(model[cache.start], nn.Linear):
+        return None
+    rows = _edited_rows(model, edits, cache.start)
+    return None if rows is None else LinearRowCache.build(model, cache.activations, cache.start, rows)
 
 
 class PerturbationExplorer:
@@ -260,19 +236,7 @@ class PerturbationExplorer:
         self.input_shape = eval_set.info.input_shape
         edits = plan_edits(model, path.units, path.forget_class, base, self.input_shape)
         self.cache = ActivationCache.build(model, eval_set.images, first_changed_stage(model, edits))
-        self.rows_cache = self._row_cache(edits)
-
-    def _row_cache(self, edits: list[ParamEdit]) -> LinearRowCache | None:
-        start = self.cache.start
-        if not isinstance(self.model, nn.Sequential) or start >= len(self.model) or \
-                not isinstance(self.model[start], nn.Linear):
-            return None
-        stage = [name for name, _ in self.model.named_children()][start]
-        here = [e for e in edits if e.param.split(".")[0] == stage]
-        if any(e.cols is not None or e.rows is None for e in here):
-            return None
-        rows = sorted({r for e in here for r in e.rows})
-        return LinearRowCache.build(self.model, self.cache.activations, start, rows)
+        self.rows_cache = _row_edit_cache(model, self.cache, edits)
 
     def variant(self, **changes) -> tuple[nn.Module, PerturbationSpec]:
         spec = replace(self.base, **changes)
