@@ -10,7 +10,6 @@ Prints Markdown.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.compute import set_threads  # noqa: E402
-from core.data import load_split, split_heldout  # noqa: E402
+from benchmarks.common import sweep_data, sweep_parser  # noqa: E402
+from core.data import split_heldout  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
 from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
 from core.probes import forward_with_features, representation_probe  # noqa: E402
@@ -38,17 +37,10 @@ def parse_grid(items: list[str]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--archs", nargs="+", default=["cnn", "allcnn"])
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--classes", type=int, nargs="+", default=None)
+    parser = sweep_parser(seeds=2)
     parser.add_argument("--grid", nargs="*", default=[])
     args = parser.parse_args()
-    set_threads()
-    test = load_split(args.dataset, "test", args.data_dir)
-    classes = args.classes or list(range(test.info.num_classes))
+    test, classes = sweep_data(args)
     print("| model | setting | forget acc (held-back half) | retain drop (points) | probe recall | runs |\n"
           "|---|---|---|---|---|---|")
     for arch in args.archs:

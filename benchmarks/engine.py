@@ -17,10 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.compute import set_threads  # noqa: E402
-from core.data import load_split, split_heldout  # noqa: E402
+from benchmarks.common import mnist_cnn  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
-from core.models import build_model, load_checkpoint, shipped_checkpoint  # noqa: E402
+from core.models import build_model  # noqa: E402
 from core.relevance import RelevanceAnalyzer  # noqa: E402
 from core.unlearn import PerturbationExplorer, default_config, unlearn  # noqa: E402
 
@@ -39,9 +38,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    set_threads()
-    model, _ = load_checkpoint(shipped_checkpoint("mnist", "cnn"))
-    pool, eval_set = split_heldout(load_split("mnist", "test", args.data_dir), 100, seed=0)
+    model, _, pool, eval_set = mnist_cnn(args.data_dir)
     config = default_config()
     unlearn(model, pool, 3, config)      # warm-up (imports, allocator)
 

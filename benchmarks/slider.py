@@ -28,14 +28,10 @@ sys.path.insert(0, str(ROOT))
 def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:
     import torch
 
-    from core.compute import set_threads
-    from core.data import load_split, split_heldout
-    from core.models import load_checkpoint, shipped_checkpoint
+    from benchmarks.common import mnist_cnn
     from core.unlearn import PerturbationExplorer, default_config, unlearn
 
-    set_threads()
-    model, _ = load_checkpoint(shipped_checkpoint("mnist", "cnn"))
-    pool, eval_set = split_heldout(load_split("mnist", "test", data_dir), 100, 0)
+    model, _, pool, eval_set = mnist_cnn(data_dir)
     config = replace(default_config(), method="zero", strength=1.0)   # what the page selects with
     result = unlearn(model, pool, forget_class, config)
     start = time.perf_counter()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.compute import set_threads  # noqa: E402
-from core.data import load_split, split_heldout  # noqa: E402
+from benchmarks.common import mnist_cnn  # noqa: E402
+from core.data import load_split  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
-from core.models import build_model, load_checkpoint, shipped_checkpoint  # noqa: E402
+from core.models import build_model  # noqa: E402
 from core.train import TrainConfig, train_model  # noqa: E402
 from core.unlearn import unlearn  # noqa: E402
 
@@ -28,9 +28,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--forget", type=int, default=3)
     args = parser.parse_args()
-    set_threads()
-    model, card = load_checkpoint(shipped_checkpoint("mnist", "cnn"))
-    pool, eval_set = split_heldout(load_split("mnist", "test", args.data_dir), 100, seed=0)
+    model, card, pool, eval_set = mnist_cnn(args.data_dir)
     train = load_split("mnist", "train", args.data_dir)
     unlearn(model, pool, args.forget)                      # warm-up
     runs = [unlearn(model, pool, args.forget) for _ in range(5)]

@@ -7,31 +7,22 @@ Each seed re-draws the analysis pool / evaluation split and the analysis sample.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.compute import set_threads  # noqa: E402
-from core.data import load_split, split_heldout  # noqa: E402
+from benchmarks.common import sweep_data, sweep_parser  # noqa: E402
+from core.data import split_heldout  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
 from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
 from core.unlearn import PAPER_CONFIG, default_config, unlearn  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--archs", nargs="+", default=["cnn", "allcnn"])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--classes", type=int, nargs="+", default=None)
-    args = parser.parse_args()
-    set_threads()
-    test = load_split(args.dataset, "test", args.data_dir)
-    classes = args.classes or list(range(test.info.num_classes))
+    args = sweep_parser(seeds=3).parse_args()
+    test, classes = sweep_data(args)
     print("| model | recipe | forget acc mean | forget acc worst class | retain drop mean (points) | "
           "retain drop worst | unlearn seconds (median) | runs |\n|---|---|---|---|---|---|---|---|")
     for arch in args.archs:
