@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.compute import ActivationCache, model_device
+from core.compute import ActivationCache, model_device, stage_names
 from core.data import AnalysisPool
 from core.errors import UserError
 from core.evaluate import summarize
@@ -45,7 +45,7 @@ def candidate_layers(model: nn.Module) -> list[str]:
     itself is left out: erasing its input would not change any feature)."""
     if not isinstance(model, nn.Sequential):
         return []
-    names = [n for n, _ in model.named_children()]
+    names = stage_names(model)
     clf = classifier_name(model)
     stop = names.index(clf) if clf in names else len(names)
     return [n for n in reversed(names[:stop]) if _erasable(model.get_submodule(n))]
@@ -141,7 +141,7 @@ def fold_eraser(model: nn.Module, layer: str, eraser: Eraser) -> None:
     if module.bias is not None:
         module.bias.data.add_(shift)
         return
-    names = [n for n, _ in model.named_children()]
+    names = stage_names(model)
     after = model.get_submodule(names[names.index(layer) + 1]) if layer in names[:-1] else None
     if isinstance(after, (nn.BatchNorm1d, nn.BatchNorm2d)) and after.running_mean is not None:
         after.running_mean.sub_(shift)
@@ -171,7 +171,7 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
     records every candidate's inputs and each trial runs only the stages from its layer on.
     ``val_cache`` (``val``'s activations at the input of a stage that ``model`` shares with the
     model they were computed on, everything before it unchanged) saves the val pass up to there."""
-    names = [n for n, _ in model.named_children()]
+    names = stage_names(model)
     candidates = candidate_layers(model)[:max_layers]
     erased = clone_model(model)
     if not candidates:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.compute import pick_device, predict_logits
+from core.compute import pick_device, predict_logits, stage_names
 from core.data import DATASETS, AnalysisPool, ImageSet, dataset_available, dataset_info, load_split, split_heldout
 from core.errors import UserError
 from core.evaluate import Evaluation, membership_inference, summarize
@@ -202,7 +202,7 @@ def analysable_layers(model: nn.Module) -> list[str]:
     last = default_layer(model)
     if last not in names and ":" not in last:
         names.append(last)
-    order = [n for n, _ in model.named_children()]
+    order = stage_names(model)
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
 
