@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from core.compute import stage_names
 from core.errors import UserError
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
@@ -174,7 +175,7 @@ def default_layer(model: nn.Module) -> str:
     """The stage whose output is the classifier's input (the authors' single analysed layer)."""
     clf = classifier_name(model)
     if isinstance(model, nn.Sequential):
-        names = [n for n, _ in model.named_children()]
+        names = stage_names(model)
         if clf in names and names.index(clf) > 0:
             return names[names.index(clf) - 1]
     return clf + ":input"
