@@ -5,7 +5,9 @@ the pool (50 images per class) and is scored on the other half, never on the eva
         --grid erase=none,auto erase_budget=0,0.005,0.01
 
 Scores per setting (mean over classes and seeds, on the held-back half): forget accuracy, retain
-drop (points), and the representation probe's recall on the forget class (penultimate features).
+drop (points), the representation probe's recall on the forget class (penultimate features), and
+the entropy gap: mean softmax entropy of the forget images minus that of the retain images the
+model answers wrongly (nats; what core.relabel drives to 0, empty when there are none).
 Prints Markdown.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import sweep_data, sweep_parser  # noqa: E402
 from core.data import split_heldout  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
+from core.evaluate import evaluate, softmax_entropy  # noqa: E402
 from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
 from core.probes import forward_with_features, representation_probe  # noqa: E402
 from core.unlearn import default_config, unlearn  # noqa: E402
@@ -36,13 +38,21 @@ def parse_grid(items: list[str]) -> list[dict]:
     return [dict(combo) for combo in itertools.product(*axes)] or [{}]
 
 
+def entropy_gap(logits, labels, forget_class: int) -> float | None:
+    """Mean entropy of the forget images minus that of the wrongly answered retain images (None: none)."""
+    entropy = softmax_entropy(logits)
+    forget = (labels == forget_class).numpy()
+    wrong = ((logits.argmax(1) != labels) & (labels != forget_class)).numpy()
+    return float(entropy[forget].mean() - entropy[wrong].mean()) if wrong.any() else None
+
+
 def main() -> None:
     parser = sweep_parser(seeds=2)
     parser.add_argument("--grid", nargs="*", default=[])
     args = parser.parse_args()
     test, classes = sweep_data(args)
-    print("| model | setting | forget acc (held-back half) | retain drop (points) | probe recall | runs |\n"
-          "|---|---|---|---|---|---|")
+    print("| model | setting | forget acc (held-back half) | retain drop (points) | probe recall | entropy gap | runs |\n"
+          "|---|---|---|---|---|---|---|")
     for arch in args.archs:
         model, _ = load_checkpoint(shipped_checkpoint(args.dataset, arch))
         for setting in parse_grid(args.grid):
@@ -57,12 +67,15 @@ def main() -> None:
                     after = evaluate(result.model, held, c)
                     fwd = forward_with_features(result.model, held.images)
                     probe = representation_probe(fwd.features.numpy(), held.labels.numpy(), c, seed)
-                    rows.append((after.forget_acc, before.retain_acc - after.retain_acc, probe.recall))
+                    rows.append((after.forget_acc, before.retain_acc - after.retain_acc, probe.recall,
+                                 entropy_gap(fwd.logits, held.labels, c)))
                 del base
             mean = [statistics.mean(r[i] for r in rows) for i in range(3)]
+            gaps = [r[3] for r in rows if r[3] is not None]
+            gap = f"{statistics.mean(gaps):.2f}" if gaps else "n/a"
             label = ", ".join(f"{k}={v}" for k, v in setting.items()) or "default"
             print(f"| {args.dataset} {arch} | {label} | {100 * mean[0]:.2f} % | {100 * mean[1]:.2f} | "
-                  f"{100 * mean[2]:.1f} % | {len(rows)} |", flush=True)
+                  f"{100 * mean[2]:.1f} % | {gap} | {len(rows)} |", flush=True)
 
 
 if __name__ == "__main__":

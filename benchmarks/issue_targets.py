@@ -6,6 +6,12 @@ entropy membership attack.
 
 "Closeness" = (metric - output_mask) / (retrain - output_mask): 0 is the output mask, 1 is retrain;
 above 0.5 means closer to retrain. Prints Markdown.
+
+A later file replaces an earlier one's runs of the same (dataset, arch, method, seed, class), so a
+rerun of some methods (e.g. ``ours`` on a CPU after a change) can be read against the retrained
+models of an earlier full run:
+
+    .venv/bin/python benchmarks/issue_targets.py assets/bench/full-cifar10/runs.csv assets/bench/cpu-cifar10/runs.csv
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ def model_rows(runs: pd.DataFrame) -> list[str]:
 
 def main() -> None:
     runs = pd.concat([pd.read_csv(path) for path in sys.argv[1:]])
+    runs = runs.drop_duplicates(["dataset", "arch", "method", "seed", "forget_class"], keep="last")
     print("| model | method | forget acc mean | worst class (mean over seeds) | retain drop mean (points) | "
           "retain drop worst run | MIA gap to retrain | probe recall closeness | probe AUC closeness | "
           "relearn closeness | runs |\n|---|---|---|---|---|---|---|---|---|---|---|")

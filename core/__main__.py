@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--strength", type=float, default=None)
     un.add_argument("--erase", default=None, choices=["none", "auto"],
                     help="erase the class direction from the layers before the classifier (ours: auto)")
+    un.add_argument("--relabel", default=None, choices=["none", "auto"],
+                    help="teach the class's images their second choice, as surely as the model's wrong answers (ours: auto)")
     un.add_argument("--recipe", default="ours", choices=["ours", "paper"], help="defaults to start from")
     un.add_argument("--pool-per-class", type=int, default=100, help="held-out images per class in the analysis pool")
     un.add_argument("--save", default=None, help="write the unlearned checkpoint here (never overwrites)")
@@ -156,7 +158,7 @@ def config_from_args(args):
     base = PAPER_CONFIG if args.recipe == "paper" else default_config()
     overrides = {"k": args.k, "h": args.h, "layers": tuple(args.layers) if args.layers else None, "rule": args.rule,
                  "selection": args.selection, "method": args.method, "target": args.target, "strength": args.strength,
-                 "seed": args.seed, "erase": args.erase}
+                 "seed": args.seed, "erase": args.erase, "relabel": args.relabel}
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -194,6 +196,7 @@ def cmd_unlearn(args) -> int:
         "forget_acc_before": before.forget_acc, "forget_acc_after": after.forget_acc,
         "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
         "selected_units": result.path.units, "target_used": result.config.target, "erased_layers": result.erased_layers,
+        "relabelling": result.relabelling.to_dict() if result.relabelling else None,
         "seconds_unlearn": result.seconds_unlearn,
         "seconds_breakdown": result.seconds, "analysis_size": len(pool), "analysis_images_used": result.path.settings["n_images"],
         "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
@@ -206,6 +209,7 @@ def cmd_unlearn(args) -> int:
                                           "forget_class": args.forget, "parameters": config.to_dict(),
                                           "target_used": result.config.target,
                                           "erased_layers": result.erased_layers,
+                                          "relabelling": report["relabelling"],
                                           "metrics": {k: report[k] for k in ("forget_acc_before", "forget_acc_after",
                                                                              "retain_acc_before", "retain_acc_after",
                                                                              "seconds_unlearn", "eval_size")},
@@ -214,6 +218,15 @@ def cmd_unlearn(args) -> int:
         report["saved"] = str(save)
     print(json.dumps(report) if args.json else format_report(report, card.classes))
     return 0
+
+
+def _relabelling_line(relabelling: dict | None) -> str:
+    if not relabelling:
+        return "off"
+    if not relabelling["strength"]:
+        return relabelling["reason"]
+    return (f"strength {relabelling['strength']:.2f} ({relabelling['reason']}; forget-image entropy "
+            f"{relabelling['forget_entropy']:.2f} nats, wrong answers {relabelling['wrong_entropy']:.2f})")
 
 
 def format_report(report: dict, classes: list[str]) -> str:
@@ -230,10 +243,12 @@ def format_report(report: dict, classes: list[str]) -> str:
               f"unlearning took {report['seconds_unlearn']:.3f} s "
               f"(relevance and selection {report['seconds_breakdown']['relevance_and_selection']:.3f} s, "
               f"perturbation {report['seconds_breakdown']['perturbation']:.3f} s, "
-              f"erasure {report['seconds_breakdown'].get('erasure', 0.0):.3f} s; evaluation not included)",
+              f"erasure {report['seconds_breakdown'].get('erasure', 0.0):.3f} s, "
+              f"relabelling {report['seconds_breakdown'].get('relabelling', 0.0):.3f} s; evaluation not included)",
               "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items())
               + f" (weights perturbed: {report['target_used']})",
-              "class direction erased at: " + (", ".join(report["erased_layers"]) or "no layer")]
+              "class direction erased at: " + (", ".join(report["erased_layers"]) or "no layer"),
+              "second-choice relabelling: " + _relabelling_line(report.get("relabelling"))]
     if "saved" in report:
         lines.append(f"wrote {report['saved']}")
     return "\n".join(lines)

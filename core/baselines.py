@@ -344,6 +344,7 @@ def _path_method(model: nn.Module, ctx: UnlearnContext, config) -> UnlearnOutcom
     return UnlearnOutcome(result.model.eval(), clock.seconds, POOL_ONLY,
                           {"config": config.to_dict(), "target_used": result.config.target, "units": units,
                            "erased_layers": result.erased_layers,
+                           "relabelling": result.relabelling.to_dict() if result.relabelling else None,
                            "engine_seconds": result.seconds})
 
 

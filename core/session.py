@@ -255,25 +255,34 @@ def membership_scores(original: nn.Module, unlearned: nn.Module, dataset: str, f
 
 def erasure_summary(original: nn.Module, perturbed: nn.Module, pool: AnalysisPool, eval_set: ImageSet,
                     forget_class: int, seed: int = 0) -> dict:
-    """The library default's last step on top of the page's perturbed model: the class direction
-    erased from the layers before the classifier (:func:`core.erase.choose_layers`, chosen on the
-    pool's validation part), with forget / retain accuracy and the representation probe's recall on
-    the evaluation set for the original, the perturbed and the erased model."""
+    """The library default's last two steps on top of the page's perturbed model: the class
+    direction erased from the layers before the classifier (:func:`core.erase.choose_layers`), then
+    second-choice relabelling (:func:`core.relabel.relabel`), both chosen on the pool's validation
+    part. For the original, perturbed, erased and relabelled model: forget / retain accuracy, the
+    representation probe's recall and the mean softmax entropy of the forget images (nats), on the
+    evaluation set."""
     from core.erase import choose_layers
+    from core.evaluate import softmax_entropy
     from core.probes import forward_with_features, representation_probe
+    from core.relabel import relabel
     from core.unlearn import default_config
 
     config = default_config()
     fit, val = pool.validation_split(config.validation_fraction, seed)
     layers, erased = choose_layers(perturbed, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
                                    config.erase_shrinkage, seed=seed)
+    relabelling, relabelled = relabel(erased, original, fit, val, forget_class, config.relabel_budget,
+                                      config.erase_shrinkage, config.relabel_min_wrong)
     rows = {}
-    for name, model in (("original", original), ("perturbed", perturbed), ("erased", erased)):
+    forget = (eval_set.labels == forget_class).numpy()
+    models = (("original", original), ("perturbed", perturbed), ("erased", erased), ("relabelled", relabelled))
+    for name, model in models:
         fwd = forward_with_features(model, eval_set.images)
         ev = summarize(fwd.logits, eval_set.labels, forget_class)
         probe = representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), forget_class, seed)
-        rows[name] = {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "probe_recall": probe.recall}
-    return {"layers": layers, **rows}
+        rows[name] = {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "probe_recall": probe.recall,
+                      "forget_entropy": float(softmax_entropy(fwd.logits)[forget].mean())}
+    return {"layers": layers, "relabelling": relabelling.to_dict(), **rows}
 
 
 # ----------------------------------------------------------------------------- relevance

@@ -15,6 +15,7 @@ from torch import nn
 from core.compute import ActivationCache, LinearRowCache, stage_index_of
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
 from core.erase import choose_layers
+from core.relabel import Relabelling, relabel
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize
 from core.models import clone_model
@@ -53,12 +54,17 @@ class UnlearnConfig:
     erase_max_layers: int = 2            # at most this many layers, from the classifier backwards
     erase_budget: float = 0.005          # largest extra retain-accuracy drop erasure may spend (validation)
     erase_shrinkage: float = 0.1         # covariance shrinkage of the eraser
+    relabel: str = "none"                # "none" | "auto": teach forget images their second choice (core.relabel)
+    relabel_budget: float = 0.02         # largest extra retain-accuracy drop relabelling may spend (validation)
+    relabel_min_wrong: int = 20          # skip relabelling with fewer wrong validation answers to compare with
 
     def __post_init__(self):
         if self.target not in ("in", "out", "both", "auto"):
             raise UserError(f"Unknown target '{self.target}'; choose in, out, both or auto.")
         if self.erase not in ("none", "auto"):
             raise UserError(f"Unknown erase setting '{self.erase}'; choose none or auto.")
+        if self.relabel not in ("none", "auto"):
+            raise UserError(f"Unknown relabel setting '{self.relabel}'; choose none or auto.")
 
     def spec(self) -> PerturbationSpec:
         return PerturbationSpec(self.method, self.strength, self.target, self.keep_bias, self.out_classes, self.seed)
@@ -77,9 +83,10 @@ PAPER_CONFIG = UnlearnConfig(keep_bias=True)
 # classifier-input units by class contrast, calibrate how many to take on held-out pool images,
 # cut their weights to the forget class, or silence them completely (incoming rows, bias, BatchNorm)
 # where that alone does not forget the validation images, then erase the class direction from the
-# layers before the classifier (core.erase).
+# layers before the classifier (core.erase), and teach the classifier to give the class's images
+# their second choice as surely as a model that never learned the class would (core.relabel).
 OURS_CONFIG = UnlearnConfig(selection="contrast", h="calibrate", target="auto", keep_bias=False, retain_budget=0.02,
-                            erase="auto")
+                            erase="auto", relabel="auto")
 
 
 def default_config() -> UnlearnConfig:
@@ -94,6 +101,7 @@ class UnlearnResult:
     config: UnlearnConfig
     seconds: dict = field(default_factory=dict)
     erased_layers: list[str] = field(default_factory=list)
+    relabelling: Relabelling | None = None
 
     @property
     def seconds_unlearn(self) -> float:
@@ -119,7 +127,11 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     units completely ("both"); the result's config names the target used.
     With ``erase="auto"`` the class direction is then erased from the deepest layers before the
     classifier whose erasure costs at most ``erase_budget`` of validation retain accuracy
-    (:func:`core.erase.choose_layers`; erasers fitted on the analysis part)."""
+    (:func:`core.erase.choose_layers`; erasers fitted on the analysis part). With
+    ``relabel="auto"`` the classifier finally learns, in closed form, to give the class's images
+    their second choice under the original model, as surely as it answers the validation images it
+    gets wrong (:func:`core.relabel.relabel`; skipped where it gets fewer than
+    ``relabel_min_wrong`` wrong)."""
     pool = require_analysis_pool(pool)
     forget_class = check_class(forget_class, pool.info.num_classes)
     config = config or default_config()
@@ -147,14 +159,21 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     variant = apply_edits(model, edits, config.spec())
     perturbed = time.perf_counter()
     erased: list[str] = []
+    if val is None and "auto" in (config.erase, config.relabel):
+        fit, val = pool.validation_split(config.validation_fraction, config.seed)
     if config.erase == "auto":
-        fit, val = (fit, val) if val is not None else pool.validation_split(config.validation_fraction, config.seed)
         erased, variant = choose_layers(variant, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
                                         config.erase_shrinkage, seed=config.seed, val_cache=val_cache)
+    erased_at = time.perf_counter()
+    relabelling = None
+    if config.relabel == "auto":
+        original_logits = val_cache.tail_logits(model) if val_cache is not None else None
+        relabelling, variant = relabel(variant, model, fit, val, forget_class, config.relabel_budget,
+                                       config.erase_shrinkage, config.relabel_min_wrong, original_logits)
     done = time.perf_counter()
     seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed,
-               "erasure": done - perturbed, "total": done - start}
-    return UnlearnResult(variant, path, config, seconds, erased)
+               "erasure": erased_at - perturbed, "relabelling": done - erased_at, "total": done - start}
+    return UnlearnResult(variant, path, config, seconds, erased, relabelling)
 
 
 CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -89,8 +89,9 @@ st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s fro
            f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
            + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
            + ". Moving the slider re-runs only the layers after the perturbed one, from cached activations. "
-           "The library's default also erases the class direction from the layers before the classifier: "
-           "the slider shows the path perturbation alone, the button further down adds that step.")
+           "The library's default also erases the class direction from the layers before the classifier and "
+           "relabels the class's images to their second choice: the slider shows the path perturbation alone, "
+           "the button further down adds those steps.")
 
 forget_positions = (eval_set.labels == cls).nonzero(as_tuple=True)[0].tolist()
 
@@ -143,27 +144,34 @@ def explore() -> None:
                   f"before and after, same colour scale"), key="unl_heatmaps")
         h1.caption("Red: evidence for the forget class. As the path is perturbed, that evidence fades.")
 
-    st.markdown("##### Inside the model: erase the class direction")
+    st.markdown("##### Inside the model: erase the class direction, then relabel")
     erase_key = f"erase|{explorer_key}|{strength}|{method}"
     e1, e2 = st.columns([2, 3], gap="large")
     if e1.button("Erase the class direction too", key="unl_erase",
-                 help="The library default's last step: a linear eraser (LEACE) fitted on the pool removes what "
-                      "still separates the class in the layers before the classifier, folded into their weights. "
-                      "A linear probe on the classifier's input then finds the class less easily."):
-        with st.spinner("Fitting the erasers on the pool and evaluating..."):
+                 help="The library default's last steps. A linear eraser (LEACE) fitted on the pool removes what "
+                      "still separates the class in the layers before the classifier, folded into their weights: "
+                      "a linear probe on the classifier's input then finds the class less easily. Then the "
+                      "classifier learns to give the class's images their second choice, as surely as it answers "
+                      "the pool images it gets wrong, as a model that never learned the class would."):
+        with st.spinner("Fitting the erasers and the relabelling on the pool and evaluating..."):
             st.session_state[erase_key] = S.erasure_summary(lm.model, variant, pool, eval_set, cls)
     erasure = st.session_state.get(erase_key)
     if erasure:
         e2.dataframe(
             [{"model": name, "forget accuracy": common.pct(erasure[name]["forget_acc"]),
               "retain accuracy": common.pct(erasure[name]["retain_acc"]),
-              "probe finds the class": common.pct(erasure[name]["probe_recall"])}
-             for name in ("original", "perturbed", "erased")], hide_index=True, key="unl_erase_table")
+              "probe finds the class": common.pct(erasure[name]["probe_recall"]),
+              "forget-image entropy (nats)": round(erasure[name]["forget_entropy"], 2)}
+             for name in ("original", "perturbed", "erased", "relabelled")], hide_index=True, key="unl_erase_table")
+        relabelling = erasure["relabelling"]
         e1.caption("Erased at: " + (", ".join(erasure["layers"]) or "no layer (each cost too much retain accuracy "
-                                    "on the pool's validation part)") + ".")
+                                    "on the pool's validation part)") + ". Relabelling: "
+                   + (f"strength {relabelling['strength']:.2f} ({relabelling['reason']})." if relabelling["strength"]
+                      else relabelling["reason"] + "."))
     else:
-        e1.caption("Cutting the path stops the class at the output; its features can still be there inside. "
-                   "This runs the eraser on the current setting.")
+        e1.caption("Cutting the path stops the class at the output; its features can still be there inside, and "
+                   "the class's images get an unusually flat softmax (high entropy), which a membership attack "
+                   "notices. This runs the eraser and the relabelling on the current setting.")
 
     st.markdown("##### Membership inference and export")
     report = {"forget_class": cls, "class_name": lm.classes[cls], "dataset": lm.dataset, "arch": lm.card.arch,

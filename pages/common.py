@@ -167,8 +167,8 @@ def unlearned(model_id: str, _lm: S.LoadedModel, cls: int, config_key: str, _con
 
 def selection_config(config):
     """The config with method and strength at their base values (they do not change the path), without
-    erasure: the page shows what the path perturbation alone does."""
-    return replace(config, method="zero", strength=1.0, erase="none")
+    erasure or relabelling: the page shows what the path perturbation alone does."""
+    return replace(config, method="zero", strength=1.0, erase="none", relabel="none")
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)

@@ -63,3 +63,20 @@ def bench_threads():
     torch.set_num_threads(choose_threads())
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def cifar_model():
+    from core.models import load_checkpoint, shipped_checkpoint
+
+    return load_checkpoint(shipped_checkpoint("cifar10", "vgg11_slim"))
+
+
+@pytest.fixture(scope="session")
+def cifar_split(shared_data):
+    """The seed-0 split of the real CIFAR-10 test split (the first load decodes its JPEGs, ~10 s)."""
+    from core.data import load_split, split_heldout
+
+    if not (shared_data / "cifar10-jpeg.tar.gz").is_file():
+        pytest.skip(f"real CIFAR-10 tarball not found at {shared_data}")
+    return split_heldout(load_split("cifar10", "test", str(shared_data)), 100, seed=0)

@@ -259,7 +259,10 @@ def test_unlearn_page_erases_the_class_direction_on_demand():
     assert set(erasure["layers"]) <= set(candidate_layers(model))
     assert erasure["original"]["forget_acc"] > 0.5 > erasure["perturbed"]["forget_acc"]
     assert erasure["erased"]["forget_acc"] <= erasure["perturbed"]["forget_acc"] + 0.05
-    assert {"original", "perturbed", "erased"} == {row["model"] for row in at.dataframe[0].value.to_dict("records")}
+    assert {"original", "perturbed", "erased", "relabelled"} == {
+        row["model"] for row in at.dataframe[0].value.to_dict("records")}
+    assert erasure["relabelling"]["reason"]     # digits: strength 0 with the reason, or the strength used
+    assert erasure["relabelled"]["forget_acc"] <= erasure["erased"]["forget_acc"] + 0.02
 
 
 def test_export_writes_a_loadable_checkpoint_and_leaves_the_model(digits_model, digits_split):

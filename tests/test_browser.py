@@ -272,5 +272,5 @@ def test_every_page_renders_and_is_screenshotted(server, page):
             sync_api.expect(page.get_by_test_id("stDataFrame")).to_have_count(1, timeout=SLOW)
             wait_idle(page)
             assert_no_exception(page)
-            shoot_below(page, "4-unlearn-erase", page.get_by_text("Inside the model: erase the class direction"))
+            shoot_below(page, "4-unlearn-erase", page.get_by_text("Inside the model: erase the class direction, then relabel"))
     assert len(list(SHOTS.glob("*.png"))) >= 6

@@ -26,6 +26,9 @@ def test_unlearn_digits_json():
     assert report["forget_acc_after"] < report["forget_acc_before"] - 0.5
     assert report["retain_acc_after"] > report["retain_acc_before"] - 0.05
     assert all(0 <= a <= 1 for a in report["per_class_after"])
+    off = json.loads(run_cli("unlearn", "--dataset", "digits", "--arch", "cnn", "--forget", "3", "--json",
+                             "--relabel", "none").stdout)
+    assert off["relabelling"] is None and off["config"]["relabel"] == "none"
 
 
 def test_unlearn_mnist_table_and_save(tmp_path, shared_data):
@@ -34,8 +37,10 @@ def test_unlearn_mnist_table_and_save(tmp_path, shared_data):
                    "--save", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "forget accuracy" in proc.stdout and "<- forget" in proc.stdout
+    assert "second-choice relabelling: skipped: " in proc.stdout      # MNIST: too few wrong answers to compare with
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["notes"]["forget_class"] == 3 and len(card["notes"]["source_sha256"]) == 64
+    assert card["notes"]["relabelling"]["strength"] == 0 and card["notes"]["parameters"]["relabel"] == "auto"
     again = run_cli("unlearn", "--dataset", "mnist", "--arch", "cnn", "--forget", "3", "--data-dir", str(shared_data),
                     "--save", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
