@@ -147,7 +147,7 @@ def explore() -> None:
     st.markdown("##### Inside the model: erase the class direction, then relabel")
     erase_key = f"erase|{explorer_key}|{strength}|{method}"
     e1, e2 = st.columns([2, 3], gap="large")
-    if e1.button("Erase the class direction too", key="unl_erase",
+    if e1.button("Erase the class direction and relabel", key="unl_erase",
                  help="The library default's last steps. A linear eraser (LEACE) fitted on the pool removes what "
                       "still separates the class in the layers before the classifier, folded into their weights: "
                       "a linear probe on the classifier's input then finds the class less easily. Then the "
@@ -157,19 +157,19 @@ def explore() -> None:
             st.session_state[erase_key] = S.erasure_summary(lm.model, variant, pool, eval_set, cls)
     erasure = st.session_state.get(erase_key)
     if erasure:
-        e2.dataframe(
+        st.dataframe(
             [{"model": name, "forget accuracy": common.pct(erasure[name]["forget_acc"]),
               "retain accuracy": common.pct(erasure[name]["retain_acc"]),
               "probe finds the class": common.pct(erasure[name]["probe_recall"]),
-              "forget-image entropy (nats)": round(erasure[name]["forget_entropy"], 2)}
+              "entropy on forget images (nats)": round(erasure[name]["forget_entropy"], 2)}
              for name in ("original", "perturbed", "erased", "relabelled")], hide_index=True, key="unl_erase_table")
         relabelling = erasure["relabelling"]
-        e1.caption("Erased at: " + (", ".join(erasure["layers"]) or "no layer (each cost too much retain accuracy "
+        e2.caption("Erased at: " + (", ".join(erasure["layers"]) or "no layer (each cost too much retain accuracy "
                                     "on the pool's validation part)") + ". Relabelling: "
                    + (f"strength {relabelling['strength']:.2f} ({relabelling['reason']})." if relabelling["strength"]
                       else relabelling["reason"] + "."))
     else:
-        e1.caption("Cutting the path stops the class at the output; its features can still be there inside, and "
+        e2.caption("Cutting the path stops the class at the output; its features can still be there inside, and "
                    "the class's images get an unusually flat softmax (high entropy), which a membership attack "
                    "notices. This runs the eraser and the relabelling on the current setting.")
 

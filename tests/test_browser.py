@@ -268,7 +268,7 @@ def test_every_page_renders_and_is_screenshotted(server, page):
         if below is not None:
             shoot_below(page, f"{name}-charts", below)
         if name == "4-unlearn":                           # the erasure runs on demand
-            page.get_by_role("button", name="Erase the class direction too").click()
+            page.get_by_role("button", name="Erase the class direction and relabel").click()
             sync_api.expect(page.get_by_test_id("stDataFrame")).to_have_count(1, timeout=SLOW)
             wait_idle(page)
             assert_no_exception(page)
