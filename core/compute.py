@@ -67,17 +67,29 @@ class ActivationCache:
     start: int
     activations: torch.Tensor
     batch_size: int = 2048
+    inputs: dict[int, torch.Tensor] = field(default_factory=dict)   # inputs of earlier stages, kept on request
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model: nn.Module, images: torch.Tensor, start: int, batch_size: int = 2048) -> "ActivationCache":
+    def build(cls, model: nn.Module, images: torch.Tensor, start: int, batch_size: int = 2048,
+              keep: tuple[int, ...] = ()) -> "ActivationCache":
+        """Run stages ``:start`` once; ``keep``: also keep the inputs of these stages (< start)."""
         if not isinstance(model, nn.Sequential):
-            start = 0
-        head = model[:start] if start > 0 else nn.Identity()
+            start, keep = 0, ()
+        keep = sorted(i for i in keep if 0 <= i < start)
         device = model_device(model)
-        parts = [head(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        parts, kept = [], {i: [] for i in keep}
+        for first in range(0, len(images), batch_size):
+            h, done = images[first:first + batch_size].to(device), 0
+            for index in keep + [start]:
+                h = model[done:index](h) if index > done else h
+                done = index
+                if index in kept:
+                    kept[index].append(h)
+            parts.append(h)
         acts = torch.cat(parts) if parts else images[:0]
-        return cls(start=start, activations=acts, batch_size=batch_size)
+        return cls(start=start, activations=acts, batch_size=batch_size,
+                   inputs={i: torch.cat(p) for i, p in kept.items() if p})
 
     @torch.no_grad()
     def tail_logits(self, variant: nn.Module) -> torch.Tensor:
@@ -91,7 +103,7 @@ class ActivationCache:
         """The same activations carried on to the input of stage ``start`` (>= this cache's start)."""
         if start == self.start or not isinstance(model, nn.Sequential):
             return self
-        return ActivationCache(start, model[self.start:start](self.activations), self.batch_size)
+        return ActivationCache(start, model[self.start:start](self.activations), self.batch_size, self.inputs)
 
 
 @dataclass

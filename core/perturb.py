@@ -68,9 +68,22 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(model.named_children())
 
 
+_SIZES: dict[tuple, dict[str, tuple[int, int]]] = {}
+
+
 def _spatial_sizes(model: nn.Module, input_shape) -> dict[str, tuple[int, int]]:
     """Per stage, the spatial size (H*W, or 1 for flat tensors) of its input and of its output,
-    from one forward pass of a blank image."""
+    from one forward pass of a blank image; remembered per architecture (the stages' reprs) and
+    input shape, since weight edits never change them."""
+    key = (tuple(input_shape), tuple((name, repr(module)) for name, module in model.named_children()))
+    if key not in _SIZES:
+        if len(_SIZES) >= 64:
+            _SIZES.clear()
+        _SIZES[key] = _measure_spatial_sizes(model, input_shape)
+    return dict(_SIZES[key])
+
+
+def _measure_spatial_sizes(model: nn.Module, input_shape) -> dict[str, tuple[int, int]]:
     param = next(model.parameters(), None)
     sizes, x = {}, torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
     with torch.no_grad():

@@ -14,7 +14,7 @@ from torch import nn
 
 from core.compute import ActivationCache, LinearRowCache, stage_index_of
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
-from core.erase import choose_layers
+from core.erase import candidate_layers, choose_layers
 from core.relabel import Relabelling, relabel
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize
@@ -148,7 +148,9 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     if calibrate:
         ranked, candidates = path, (["out", "both"] if config.target == "auto" else [config.target])
         starts = {t: _first_stage(model, ranked, replace(config, target=t), val.info.input_shape) for t in candidates}
-        val_cache = ActivationCache.build(model, val.images, min(starts.values()))   # shared by every candidate
+        keep = tuple(stage_index_of(model, n) for n in candidate_layers(model)[:config.erase_max_layers]) \
+            if config.erase == "auto" else ()        # the erasure's val pass starts from these
+        val_cache = ActivationCache.build(model, val.images, min(starts.values()), keep=keep)   # shared by every candidate
         for target in candidates:   # "auto": the forget-class weights alone when they forget the validation images
             config = replace(config, target=target)
             path = calibrate_path(model, ranked, val, config, val_cache.advanced(model, starts[target]))
