@@ -56,6 +56,27 @@ def stage_index_of(model: nn.Module, param_or_module_name: str) -> int:
     return names.index(top)
 
 
+@torch.no_grad()
+def run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None,
+                keep: set[int] = frozenset(), batch_size: int = 1024) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """(output of stages start..stop-1, inputs of the stages in ``keep`` (``stop`` itself included)),
+    in batches on the model's device."""
+    stages = list(model.children())[start:stop]
+    end = start + len(stages)
+    device = model_device(model)
+    outputs, kept = [], {i: [] for i in keep}
+    for first in range(0, len(x), batch_size):
+        h = x[first:first + batch_size].to(device)
+        for offset, stage in enumerate(stages):
+            if start + offset in kept:
+                kept[start + offset].append(h)
+            h = stage(h)
+        if end in kept:
+            kept[end].append(h)
+        outputs.append(h)
+    return torch.cat(outputs), {i: torch.cat(parts) for i, parts in kept.items()}
+
+
 @dataclass
 class ActivationCache:
     """Evaluation-set activations at the input of stage ``start`` of a Sequential model.

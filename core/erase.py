@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.compute import ActivationCache, model_device, stage_names
+from core.compute import ActivationCache, run_stages, stage_names
 from core.data import AnalysisPool
 from core.errors import UserError
 from core.evaluate import summarize
@@ -82,27 +82,6 @@ def _rows(module: nn.Module, x: torch.Tensor, labels: torch.Tensor, patches_per_
     return rows.double(), labels.repeat_interleave(pick.shape[1])
 
 
-@torch.no_grad()
-def _run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None,
-                keep: set[int] = frozenset(), batch_size: int = 1024) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """(output of stages start..stop-1, inputs of the stages in ``keep`` (``stop`` itself included)),
-    in batches on the model's device."""
-    stages = list(model.children())[start:stop]
-    end = start + len(stages)
-    device = model_device(model)
-    outputs, kept = [], {i: [] for i in keep}
-    for first in range(0, len(x), batch_size):
-        h = x[first:first + batch_size].to(device)
-        for offset, stage in enumerate(stages):
-            if start + offset in kept:
-                kept[start + offset].append(h)
-            h = stage(h)
-        if end in kept:
-            kept[end].append(h)
-        outputs.append(h)
-    return torch.cat(outputs), {i: torch.cat(parts) for i, parts in kept.items()}
-
-
 def fit_eraser(x: torch.Tensor, is_forget: torch.Tensor, shrinkage: float = 0.1) -> Eraser:
     """The binary LEACE eraser of the rows ``x`` for the indicator ``is_forget``, with
     S = (1 - shrinkage) Cov(x) + shrinkage * mean(diag Cov(x)) I. When there are fewer rows than
@@ -153,12 +132,12 @@ def _val_pass(model: nn.Sequential, val: AnalysisPool, keep: set[int],
               cache: ActivationCache | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """(logits, inputs of the stages in ``keep``) on ``val``, starting from ``cache`` where it helps."""
     start = cache.start if cache is not None and len(cache.activations) == len(val) else 0
-    logits, inputs = _run_stages(model, cache.activations if start else val.images, start, keep={i for i in keep if i >= start})
+    logits, inputs = run_stages(model, cache.activations if start else val.images, start, keep={i for i in keep if i >= start})
     for index in sorted(i for i in keep if i < start):     # candidates before the cache: kept, or a short head pass
         if cache is not None and index in cache.inputs and len(cache.inputs[index]) == len(val):
             inputs[index] = cache.inputs[index]
             continue
-        _, early = _run_stages(model, val.images, 0, index, keep={index})
+        _, early = run_stages(model, val.images, 0, index, keep={index})
         inputs.update(early)
     return logits, inputs
 
@@ -180,7 +159,7 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
     if not candidates:
         return [], erased
     where = [names.index(n) for n in candidates]
-    _, fit_inputs = _run_stages(erased, fit.images, 0, max(where), keep=set(where))
+    _, fit_inputs = run_stages(erased, fit.images, 0, max(where), keep=set(where))
     logits, val_inputs = _val_pass(erased, val, set(where), val_cache)
     base = summarize(logits.float().cpu(), val.labels, forget_class).retain_acc
     generator, chosen = torch.Generator().manual_seed(seed), []
@@ -188,7 +167,7 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
         rows, labels = _rows(erased.get_submodule(layer), fit_inputs[index], fit.labels, patches_per_image, generator)
         trial = clone_model(erased)
         fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage))
-        val_logits, _ = _run_stages(trial, val_inputs[index], index)
+        val_logits, _ = run_stages(trial, val_inputs[index], index)
         if base - summarize(val_logits.float().cpu(), val.labels, forget_class).retain_acc > budget:
             break
         chosen.append(layer)

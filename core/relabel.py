@@ -27,10 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.compute import stage_names
+from core.compute import predict_logits, run_stages, stage_names
 from core.data import AnalysisPool
-from core.erase import _run_stages
-from core.compute import predict_logits
 from core.evaluate import softmax_entropy, summarize
 from core.models import classifier_name, clone_model
 
@@ -55,7 +53,7 @@ class Relabelling:
 def classifier_inputs(model: nn.Sequential, images: torch.Tensor) -> torch.Tensor:
     """The rows h the classifier (last Linear) receives, flattened, float64 on the CPU."""
     index = stage_names(model).index(classifier_name(model))
-    h, _ = _run_stages(model, images, 0, index)
+    h, _ = run_stages(model, images, 0, index)
     return h.flatten(1).double().cpu()
 
 

@@ -15,12 +15,12 @@ from torch import nn
 from core.compute import ActivationCache, LinearRowCache, stage_index_of
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
 from core.erase import candidate_layers, choose_layers
-from core.relabel import Relabelling, relabel
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize
 from core.models import clone_model
 from core.paths import NeuronPath, find_path
 from core.perturb import ParamEdit, PerturbationSpec, apply_edits, edit_in_place, first_changed_stage, plan_edits
+from core.relabel import Relabelling, relabel
 from core.relevance import RelevanceAnalyzer
 
 # The authors' defaults (MNIST: K=50, H=80 of 512 units) as shares of the analysed layer's width.
