@@ -97,20 +97,11 @@ class ActivationCache:
         """Run stages ``:start`` once; ``keep``: also keep the inputs of these stages (< start)."""
         if not isinstance(model, nn.Sequential):
             start, keep = 0, ()
-        keep = sorted(i for i in keep if 0 <= i < start)
-        device = model_device(model)
-        parts, kept = [], {i: [] for i in keep}
-        for first in range(0, len(images), batch_size):
-            h, done = images[first:first + batch_size].to(device), 0
-            for index in keep + [start]:
-                h = model[done:index](h) if index > done else h
-                done = index
-                if index in kept:
-                    kept[index].append(h)
-            parts.append(h)
-        acts = torch.cat(parts) if parts else images[:0]
-        return cls(start=start, activations=acts, batch_size=batch_size,
-                   inputs={i: torch.cat(p) for i, p in kept.items() if p})
+        if len(images) == 0:
+            return cls(start=start, activations=images[:0], batch_size=batch_size)
+        acts, inputs = run_stages(model, images, 0, start, keep={i for i in keep if 0 <= i < start},
+                                  batch_size=batch_size)
+        return cls(start=start, activations=acts, batch_size=batch_size, inputs=inputs)
 
     @torch.no_grad()
     def tail_logits(self, variant: nn.Module) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -261,18 +261,14 @@ def erasure_summary(original: nn.Module, perturbed: nn.Module, pool: AnalysisPoo
     part. For the original, perturbed, erased and relabelled model: forget / retain accuracy, the
     representation probe's recall and the mean softmax entropy of the forget images (nats), on the
     evaluation set."""
-    from core.erase import choose_layers
     from core.evaluate import softmax_entropy
     from core.probes import forward_with_features, representation_probe
-    from core.relabel import relabel
-    from core.unlearn import default_config
+    from core.unlearn import default_config, erase_class_direction, relabel_forget_images
 
-    config = default_config()
-    fit, val = pool.validation_split(config.validation_fraction, seed)
-    layers, erased = choose_layers(perturbed, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
-                                   config.erase_shrinkage, seed=seed)
-    relabelling, relabelled = relabel(erased, original, fit, val, forget_class, config.relabel_budget,
-                                      config.erase_shrinkage, config.relabel_min_wrong)
+    config = replace(default_config(), seed=seed)
+    fit, val = pool.validation_split(config.validation_fraction, config.seed)
+    layers, erased = erase_class_direction(perturbed, fit, val, forget_class, config)
+    relabelling, relabelled = relabel_forget_images(erased, original, fit, val, forget_class, config)
     rows = {}
     forget = (eval_set.labels == forget_class).numpy()
     models = (("original", original), ("perturbed", perturbed), ("erased", erased), ("relabelled", relabelled))

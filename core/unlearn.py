@@ -164,18 +164,31 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     if val is None and "auto" in (config.erase, config.relabel):
         fit, val = pool.validation_split(config.validation_fraction, config.seed)
     if config.erase == "auto":
-        erased, variant = choose_layers(variant, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
-                                        config.erase_shrinkage, seed=config.seed, val_cache=val_cache)
+        erased, variant = erase_class_direction(variant, fit, val, forget_class, config, val_cache)
     erased_at = time.perf_counter()
     relabelling = None
     if config.relabel == "auto":
         original_logits = val_cache.tail_logits(model) if val_cache is not None else None
-        relabelling, variant = relabel(variant, model, fit, val, forget_class, config.relabel_budget,
-                                       config.erase_shrinkage, config.relabel_min_wrong, original_logits)
+        relabelling, variant = relabel_forget_images(variant, model, fit, val, forget_class, config, original_logits)
     done = time.perf_counter()
     seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed,
                "erasure": erased_at - perturbed, "relabelling": done - erased_at, "total": done - start}
     return UnlearnResult(variant, path, config, seconds, erased, relabelling)
+
+
+def erase_class_direction(perturbed: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
+                          config: UnlearnConfig, val_cache: ActivationCache | None = None) -> tuple[list[str], nn.Module]:
+    """:func:`core.erase.choose_layers` with ``config``'s erasure settings: (erased layers, erased copy)."""
+    return choose_layers(perturbed, fit, val, forget_class, config.erase_max_layers, config.erase_budget,
+                         config.erase_shrinkage, seed=config.seed, val_cache=val_cache)
+
+
+def relabel_forget_images(erased: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,
+                          forget_class: int, config: UnlearnConfig,
+                          original_val_logits: torch.Tensor | None = None) -> tuple[Relabelling, nn.Module]:
+    """:func:`core.relabel.relabel` with ``config``'s settings (the ridge shares the eraser's shrinkage)."""
+    return relabel(erased, original, fit, val, forget_class, config.relabel_budget, config.erase_shrinkage,
+                   config.relabel_min_wrong, original_val_logits)
 
 
 CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
