@@ -60,6 +60,12 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, forget_class: int | No
                       confusion=confusion_matrix(pred, labels, num_classes).tolist())
 
 
+def wrong_retain_answers(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> int:
+    """How many images of the other classes ``logits`` answer wrongly."""
+    retain = labels != forget_class
+    return int((logits.argmax(1).cpu() != labels)[retain].sum())
+
+
 def evaluate(model: nn.Module, data: ImageSet, forget_class: int | None = None, batch_size: int = 1024) -> Evaluation:
     """Per-class, forget and retain accuracy of ``model`` on ``data``."""
     return summarize(predict_logits(model, data.images, batch_size), data.labels, forget_class)

@@ -29,7 +29,7 @@ from torch import nn
 
 from core.compute import predict_logits, run_stages, stage_names
 from core.data import AnalysisPool
-from core.evaluate import softmax_entropy, summarize
+from core.evaluate import softmax_entropy, summarize, wrong_retain_answers
 from core.models import classifier_name, clone_model
 
 MAX_STRENGTH = 64.0
@@ -121,8 +121,7 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
     if original_val_logits is None:
         with torch.no_grad():
             original_val_logits = predict_logits(original, val.images)
-    retain = val.labels != forget_class
-    wrong = int((original_val_logits.argmax(1).cpu() != val.labels)[retain].sum())
+    wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
     if wrong < min_wrong:
         return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)
     out = clone_model(model)

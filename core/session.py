@@ -267,7 +267,7 @@ def erasure_summary(original: nn.Module, perturbed: nn.Module, pool: AnalysisPoo
 
     config = replace(default_config(), seed=seed)
     fit, val = pool.validation_split(config.validation_fraction, config.seed)
-    layers, erased = erase_class_direction(perturbed, fit, val, forget_class, config)
+    layers, erased = erase_class_direction(perturbed, original, fit, val, forget_class, config)
     relabelling, relabelled = relabel_forget_images(erased, original, fit, val, forget_class, config)
     rows = {}
     forget = (eval_set.labels == forget_class).numpy()

@@ -1,4 +1,4 @@
-"""Class-direction erasure: the LEACE identity, exact folding into weights, and what it does inside MNIST models."""
+"""Class-direction erasure: the LEACE identity, exact folding into weights, and what it does inside MNIST and CIFAR-10 models."""
 from __future__ import annotations
 
 import copy
@@ -73,10 +73,13 @@ def _apply_rows(model: nn.Sequential, rows: torch.Tensor) -> torch.Tensor:
 
 def test_candidates_run_from_the_classifier_backwards(mnist_model):
     model, _ = mnist_model
-    assert candidate_layers(model) == ["fc1", "conv2", "conv1"]
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 4, 3, padding_mode="reflect", padding=1),
+    assert candidate_layers(model) == ["fc1", "conv2"]     # conv1 reads the pixels: never a candidate
+    grouped = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, groups=4),
+                            nn.Conv2d(4, 4, 3, padding_mode="reflect", padding=1),
                             nn.Conv2d(4, 8, 1), nn.Flatten(), nn.Linear(8, 2))
-    assert candidate_layers(grouped) == ["2"]          # depthwise and reflect-padded convs cannot be folded
+    assert candidate_layers(grouped) == ["3"]          # depthwise and reflect-padded convs cannot be folded
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
+    assert candidate_layers(mlp) == ["3"]              # the first Linear reads the pixels, the last is the classifier
 
 
 def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
@@ -102,3 +105,23 @@ def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
         replace(default_config(), erase="everything")
     with pytest.raises(UserError, match="calibrate"):
         unlearn(model, pool, 3, replace(default_config(), h=0.1))
+
+
+def test_cifar_erases_deeper_within_a_share_of_its_error(cifar_model, cifar_split):
+    """On CIFAR-10 (airplane, seed 0), where the model is wrong on about a sixth of the retain images,
+    the error-share budget lets erasure reach past fc1 and conv8 and hide the class from the probe
+    better than the two deepest layers alone, with every airplane image still forgotten."""
+    model, _ = cifar_model
+    pool, eval_set = cifar_split
+    two = unlearn(model, pool, 0, replace(default_config(), erase_max_layers=2, erase_error_share=0.0))
+    deep = unlearn(model, pool, 0, default_config())
+    assert len(deep.erased_layers) >= 4 and "conv1" not in deep.erased_layers
+    assert deep.erased_layers[:2] == ["fc1", "conv8"]
+    recalls = []
+    for result in (two, deep):
+        fwd = forward_with_features(result.model, eval_set.images)
+        recalls.append(representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), 0, 0).recall)
+    assert recalls[1] < recalls[0] - 0.02
+    base, after = evaluate(model, eval_set, 0), evaluate(deep.model, eval_set, 0)
+    assert after.forget_acc == 0.0
+    assert base.retain_acc - after.retain_acc < 0.03
