@@ -259,7 +259,8 @@ def summary_markdown(runs: pd.DataFrame, summary: pd.DataFrame, meta: dict | Non
     if meta.get("wall_seconds") is not None:
         facts.append(f"wall time {meta['wall_seconds']:.0f} s ({meta.get('status', '')})")
     if meta.get("git_commit"):
-        facts.append(f"commit {meta['git_commit'][:10]}")
+        commits = _as_list(meta["git_commit"])
+        facts.append(("commits " if len(commits) > 1 else "commit ") + ", ".join(c[:10] for c in commits))
     if facts:
         lines += ["- " + "; ".join(facts), ""]
     if meta.get("command"):
@@ -445,6 +446,10 @@ def write_outputs(rows: list[dict] | pd.DataFrame, out_dir: str | Path, meta: di
 MERGE_KEYS = ["dataset", "arch", "method", "forget_class", "seed"]
 
 
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def merge_bench(parts: list[str | Path], out_dir: str | Path, command: str = "", warn=None) -> tuple[pd.DataFrame, dict]:
     """Merge bench folders (each with runs.csv and meta.json, e.g. one per process) into ``out_dir``.
 
@@ -502,7 +507,7 @@ def merge_bench(parts: list[str | Path], out_dir: str | Path, command: str = "",
              f"already had (kept the first; from {', '.join(sorted(set(source[dup])))}; e.g. {', '.join(examples)}).")
         runs = runs.loc[~dup].reset_index(drop=True)
     first = next((m for m in metas if m), {})
-    commits = sorted({i["git_commit"] for i in infos if i["git_commit"]})
+    commits = sorted({c for i in infos for c in _as_list(i["git_commit"]) if c})   # a merged part lists several
     profiles = list(dict.fromkeys((m.get("profile") or {}).get("name") for m in metas if m.get("profile")))
     if len(profiles) > 1:
         warn(f"the parts ran different profiles ({', '.join(profiles)}); the summary names the first.")

@@ -206,3 +206,11 @@ def test_bench_merge_unites_parallel_parts(tmp_path, monkeypatch, capsys):
     assert json.loads((out / "meta.json").read_text())["status"] == "partial"
     assert "**Partial parts**" in (out / "summary.md").read_text() and f"`{b}`" in (out / "summary.md").read_text()
     assert main(["bench-merge", str(tmp_path / "nosuch"), "--out", str(out)]) == 2
+
+    # a merged folder is itself a part (its meta lists several commits)
+    (out / "meta.json").write_text(json.dumps({**json.loads((out / "meta.json").read_text()), "git_commit": ["c1", "c2"]}))
+    again = tmp_path / "again"
+    assert main(["bench-merge", str(out), str(a), "--out", str(again)]) == 0
+    assert len(pd.read_csv(again / "runs.csv")) == 6
+    assert set(json.loads((again / "meta.json").read_text())["git_commit"]) >= {"c1", "c2"}
+    assert "c1, c2" in (again / "summary.md").read_text().split("commits ", 1)[1].splitlines()[0]

@@ -60,7 +60,7 @@ def test_relabelling_makes_cifar_forget_images_as_sure_as_wrong_answers(cifar_mo
     with torch.no_grad():
         before, after = predict_logits(plain.model, eval_set.images), predict_logits(result.model, eval_set.images)
     entropy_before, entropy_after = softmax_entropy(before[cat]).mean(), softmax_entropy(after[cat]).mean()
-    assert entropy_before > 1.9 and entropy_after < entropy_before - 0.3      # near-flat -> a confident answer
+    assert entropy_before > 1.8 and entropy_after < entropy_before - 0.3      # near-flat (max 2.30) -> a confident answer
     second = second_choices(model, eval_set.images[cat], 3)
     assert (after[cat].argmax(1) == second).float().mean() > (before[cat].argmax(1) == second).float().mean() + 0.1
     right = (after[~cat].argmax(1) == eval_set.labels[~cat]).float().mean()
