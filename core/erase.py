@@ -139,11 +139,14 @@ def _val_pass(model: nn.Sequential, val: AnalysisPool, keep: set[int],
     """(logits, inputs of the stages in ``keep``) on ``val``, starting from ``cache`` where it helps."""
     start = cache.start if cache is not None and len(cache.activations) == len(val) else 0
     logits, inputs = run_stages(model, cache.activations if start else val.images, start, keep={i for i in keep if i >= start})
-    for index in sorted(i for i in keep if i < start):     # candidates before the cache: kept, or a short head pass
+    missing = set()
+    for index in sorted(i for i in keep if i < start):     # candidates before the cache: kept, or one head pass
         if cache is not None and index in cache.inputs and len(cache.inputs[index]) == len(val):
             inputs[index] = cache.inputs[index]
-            continue
-        _, early = run_stages(model, val.images, 0, index, keep={index})
+        else:
+            missing.add(index)
+    if missing:
+        _, early = run_stages(model, val.images, 0, max(missing), keep=missing)
         inputs.update(early)
     return logits, inputs
 

@@ -185,8 +185,9 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
 def erasure_depth(original_val_logits: torch.Tensor, val: AnalysisPool, forget_class: int, config: UnlearnConfig) -> int:
     """How many layers erasure may try: ``erase_max_layers`` where the original model answers at
     least ``erase_min_wrong`` validation retain images wrongly, else ``erase_max_layers_few_errors``.
-    On a near-perfect model the validation part cannot price deeper erasure (MNIST All-CNN: 6 layers
-    cost no validation image but 0.3 points on held-back pool images; BENCHMARKS.md section 8)."""
+    On a near-perfect model one validation image is already half the budget, too coarse to price
+    deeper erasure (MNIST All-CNN: 6 layers stayed within it, yet cost 0.3 more points on held-back
+    pool images for no probe recall; BENCHMARKS.md section 8)."""
     wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
     return config.erase_max_layers if wrong >= config.erase_min_wrong else min(config.erase_max_layers,
                                                                                config.erase_max_layers_few_errors)
