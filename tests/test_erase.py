@@ -10,10 +10,11 @@ from torch import nn
 
 from core.erase import _rows, candidate_layers, fit_eraser, fold_eraser
 from core.errors import UserError
-from core.evaluate import evaluate
+from core.compute import predict_logits
+from core.evaluate import evaluate, wrong_retain_answers
 from core.models import state_checksum
 from core.probes import forward_with_features, representation_probe
-from core.unlearn import default_config, unlearn
+from core.unlearn import default_config, erasure_depth, unlearn
 
 
 @pytest.mark.parametrize("rows", [400, 40])    # primal solve, and fewer rows than dimensions (Woodbury)
@@ -82,6 +83,28 @@ def test_candidates_run_from_the_classifier_backwards(mnist_model):
     assert candidate_layers(mlp) == ["3"]              # the first Linear reads the pixels, the last is the classifier
 
 
+def _probe_recalls(results, eval_set, forget_class: int) -> list[float]:
+    """The representation probe's recall of ``forget_class`` on each unlearned model's features."""
+    recalls = []
+    for result in results:
+        fwd = forward_with_features(result.model, eval_set.images)
+        recalls.append(representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), forget_class, 0).recall)
+    return recalls
+
+
+def test_erasure_goes_deep_only_where_the_validation_part_has_errors_to_price_it(mnist_model, mnist_split):
+    """The MNIST cnn gets only a few validation retain images wrong, so erasure keeps to 2 layers;
+    asking for no wrong answers opens the full depth."""
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    fit, val = pool.validation_split(0.5, 0)
+    logits = predict_logits(model, val.images)
+    wrong = wrong_retain_answers(logits, val.labels, 3)
+    assert wrong == int(((logits.argmax(1) != val.labels) & (val.labels != 3)).sum()) < 20
+    assert erasure_depth(logits, val, 3, default_config()) == 2
+    assert erasure_depth(logits, val, 3, replace(default_config(), erase_min_wrong=wrong)) == 6
+
+
 def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
     """On MNIST, the default with erasure leaves the penultimate features less able to single out the
     forgotten class than path silencing alone, forgets as well, and keeps the retain accuracy."""
@@ -92,10 +115,7 @@ def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
     erased = unlearn(model, pool, 3, default_config())
     assert state_checksum(model) == before
     assert erased.erased_layers and erased.erased_layers[0] == "fc1"
-    recalls = []
-    for result in (silenced, erased):
-        fwd = forward_with_features(result.model, eval_set.images)
-        recalls.append(representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), 3, 0).recall)
+    recalls = _probe_recalls((silenced, erased), eval_set, 3)
     assert recalls[1] < recalls[0] - 0.01
     base, after = evaluate(model, eval_set, 3), evaluate(erased.model, eval_set, 3)
     assert after.forget_acc <= 0.01
@@ -117,10 +137,7 @@ def test_cifar_erases_deeper_within_a_share_of_its_error(cifar_model, cifar_spli
     deep = unlearn(model, pool, 0, default_config())
     assert len(deep.erased_layers) >= 4 and "conv1" not in deep.erased_layers
     assert deep.erased_layers[:2] == ["fc1", "conv8"]
-    recalls = []
-    for result in (two, deep):
-        fwd = forward_with_features(result.model, eval_set.images)
-        recalls.append(representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), 0, 0).recall)
+    recalls = _probe_recalls((two, deep), eval_set, 0)
     assert recalls[1] < recalls[0] - 0.02
     base, after = evaluate(model, eval_set, 0), evaluate(deep.model, eval_set, 0)
     assert after.forget_acc == 0.0
