@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import sweep_data, sweep_parser  # noqa: E402
 from core.data import split_heldout  # noqa: E402
-from core.evaluate import evaluate, softmax_entropy  # noqa: E402
+from core.evaluate import evaluate, summarize  # noqa: E402
 from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
 from core.probes import forward_with_features, representation_probe  # noqa: E402
+from core.relabel import forget_and_wrong_entropies  # noqa: E402
 from core.unlearn import default_config, unlearn  # noqa: E402
 
 
@@ -40,10 +41,8 @@ def parse_grid(items: list[str]) -> list[dict]:
 
 def entropy_gap(logits, labels, forget_class: int) -> float | None:
     """Mean entropy of the forget images minus that of the wrongly answered retain images (None: none)."""
-    entropy = softmax_entropy(logits)
-    forget = (labels == forget_class).numpy()
-    wrong = ((logits.argmax(1) != labels) & (labels != forget_class)).numpy()
-    return float(entropy[forget].mean() - entropy[wrong].mean()) if wrong.any() else None
+    forget, wrong, how_many = forget_and_wrong_entropies(logits, labels, forget_class)
+    return forget - wrong if how_many else None
 
 
 def main() -> None:
@@ -60,16 +59,15 @@ def main() -> None:
             for seed in range(args.seeds):
                 pool, _ = split_heldout(test, 100, seed)
                 seen, held = pool.validation_split(0.5, seed + 1000)
-                base = forward_with_features(model, held.images)
+                original_logits = forward_with_features(model, held.images).logits
                 for c in classes:
-                    before = evaluate(model, held, c)
+                    before = summarize(original_logits, held.labels, c)
                     result = unlearn(model, seen, c, replace(default_config(), seed=seed, **setting))
                     after = evaluate(result.model, held, c)
                     fwd = forward_with_features(result.model, held.images)
                     probe = representation_probe(fwd.features.numpy(), held.labels.numpy(), c, seed)
                     rows.append((after.forget_acc, before.retain_acc - after.retain_acc, probe.recall,
                                  entropy_gap(fwd.logits, held.labels, c)))
-                del base
             mean = [statistics.mean(r[i] for r in rows) for i in range(3)]
             gaps = [r[3] for r in rows if r[3] is not None]
             gap = f"{statistics.mean(gaps):.2f}" if gaps else "n/a"

@@ -60,10 +60,14 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, forget_class: int | No
                       confusion=confusion_matrix(pred, labels, num_classes).tolist())
 
 
+def wrong_retain_mask(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> torch.Tensor:
+    """Which images of the other classes ``logits`` answer wrongly (bool, on the CPU)."""
+    return (logits.argmax(1).cpu() != labels) & (labels != forget_class)
+
+
 def wrong_retain_answers(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> int:
     """How many images of the other classes ``logits`` answer wrongly."""
-    retain = labels != forget_class
-    return int((logits.argmax(1).cpu() != labels)[retain].sum())
+    return int(wrong_retain_mask(logits, labels, forget_class).sum())
 
 
 def evaluate(model: nn.Module, data: ImageSet, forget_class: int | None = None, batch_size: int = 1024) -> Evaluation:

@@ -29,7 +29,7 @@ from torch import nn
 
 from core.compute import predict_logits, run_stages, stage_names
 from core.data import AnalysisPool
-from core.evaluate import softmax_entropy, summarize, wrong_retain_answers
+from core.evaluate import softmax_entropy, summarize, wrong_retain_answers, wrong_retain_mask
 from core.models import classifier_name, clone_model
 
 MAX_STRENGTH = 64.0
@@ -59,8 +59,7 @@ def classifier_inputs(model: nn.Sequential, images: torch.Tensor) -> torch.Tenso
 
 def second_choices(original: nn.Module, images: torch.Tensor, forget_class: int) -> torch.Tensor:
     """argmax_{j != c} of the original model's logits: the class each forget image is confused with."""
-    with torch.no_grad():
-        logits = predict_logits(original, images).clone()
+    logits = predict_logits(original, images).clone()
     logits[:, forget_class] = -float("inf")
     return logits.argmax(1)
 
@@ -76,12 +75,13 @@ def fit_logit_shift(h: torch.Tensor, targets: torch.Tensor, shrinkage: float = 0
     return weight, t_mu - weight @ mu
 
 
-def _entropies(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> tuple[float, float, int]:
-    """(mean entropy of forget images, of retain images answered wrongly, how many of those)."""
+def forget_and_wrong_entropies(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> tuple[float, float, int]:
+    """(mean softmax entropy of the forget images, of the retain images answered wrongly (nan when
+    none), how many of those)."""
     entropy = torch.from_numpy(softmax_entropy(logits))
-    forget = labels == forget_class
-    wrong = (logits.argmax(1) != labels) & ~forget
-    return float(entropy[forget].mean()), float(entropy[wrong].mean()) if wrong.any() else float("nan"), int(wrong.sum())
+    wrong = wrong_retain_mask(logits, labels, forget_class)
+    return (float(entropy[labels == forget_class].mean()), float(entropy[wrong].mean()) if wrong.any() else float("nan"),
+            int(wrong.sum()))
 
 
 def choose_strength(base: torch.Tensor, shift: torch.Tensor, labels: torch.Tensor, forget_class: int,
@@ -89,7 +89,7 @@ def choose_strength(base: torch.Tensor, shift: torch.Tensor, labels: torch.Tenso
     """Bisection for the alpha at which the forget images' mean entropy meets the wrong answers'
     (logits ``base + alpha * shift`` on the validation part), within the retain budget."""
     start = summarize(base.float(), labels, forget_class).retain_acc
-    forget_h, wrong_h, wrong_n = _entropies(base.float(), labels, forget_class)
+    forget_h, wrong_h, wrong_n = forget_and_wrong_entropies(base.float(), labels, forget_class)
     if wrong_n < min_wrong:
         return Relabelling(0.0, f"skipped: {wrong_n} wrong answers on the validation part (needs {min_wrong})")
     if forget_h <= wrong_h:
@@ -97,7 +97,7 @@ def choose_strength(base: torch.Tensor, shift: torch.Tensor, labels: torch.Tenso
 
     def state(alpha: float) -> tuple[bool, float, float]:
         logits = (base + alpha * shift).float()
-        f, w, _ = _entropies(logits, labels, forget_class)
+        f, w, _ = forget_and_wrong_entropies(logits, labels, forget_class)
         over = start - summarize(logits, labels, forget_class).retain_acc > budget
         return over or not f > w, f, w     # True: alpha is at or past the point we want
 
@@ -119,8 +119,7 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
     if not isinstance(model, nn.Sequential) or classifier_name(model) not in stage_names(model):
         return Relabelling(0.0, "skipped: the classifier is not a top-level layer of a Sequential model"), clone_model(model)
     if original_val_logits is None:
-        with torch.no_grad():
-            original_val_logits = predict_logits(original, val.images)
+        original_val_logits = predict_logits(original, val.images)
     wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
     if wrong < min_wrong:
         return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)

@@ -267,8 +267,10 @@ def erasure_summary(original: nn.Module, perturbed: nn.Module, pool: AnalysisPoo
 
     config = replace(default_config(), seed=seed)
     fit, val = pool.validation_split(config.validation_fraction, config.seed)
-    layers, erased = erase_class_direction(perturbed, original, fit, val, forget_class, config)
-    relabelling, relabelled = relabel_forget_images(erased, original, fit, val, forget_class, config)
+    original_logits = predict_logits(original, val.images)
+    layers, erased = erase_class_direction(perturbed, original, fit, val, forget_class, config,
+                                           original_val_logits=original_logits)
+    relabelling, relabelled = relabel_forget_images(erased, original, fit, val, forget_class, config, original_logits)
     rows = {}
     forget = (eval_set.labels == forget_class).numpy()
     models = (("original", original), ("perturbed", perturbed), ("erased", erased), ("relabelled", relabelled))

@@ -168,8 +168,9 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     erased: list[str] = []
     if val is None and "auto" in (config.erase, config.relabel):
         fit, val = pool.validation_split(config.validation_fraction, config.seed)
-    original_logits = val_cache.tail_logits(model) if val_cache is not None and "auto" in (config.erase, config.relabel) \
-        else None
+    original_logits = None       # the original model on the validation part: the erasure's and relabelling's gate
+    if "auto" in (config.erase, config.relabel):
+        original_logits = val_cache.tail_logits(model) if val_cache is not None else predict_logits(model, val.images)
     if config.erase == "auto":
         erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, val_cache, original_logits)
     erased_at = time.perf_counter()
