@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     un = sub.add_parser("unlearn", help="forget one class and report per-class accuracy before and after")
     _common(un)
     un.add_argument("--forget", type=int, required=True, help="the class to forget")
-    un.add_argument("--model", default=None, help="checkpoint to use instead of the shipped one")
+    un.add_argument("--model", default=None,
+                    help="your model: a whole model (.onnx, .pt2 from torch.export.save) or weights for --arch "
+                         "(.safetensors, a state_dict); its card (<stem>.json or embedded) names its dataset")
     un.add_argument("--k", type=_count, default=None, help="top-K units per image (count, or share of the layer width)")
     un.add_argument("--h", type=_count, default=None, help="H units kept per layer (count, share, or auto)")
     un.add_argument("--layers", nargs="+", default=None, help="stages whose output units are analysed")
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="teach the class's images their second choice, as surely as the model's wrong answers (ours: auto)")
     un.add_argument("--recipe", default="ours", choices=["ours", "paper"], help="defaults to start from")
     un.add_argument("--pool-per-class", type=int, default=100, help="held-out images per class in the analysis pool")
-    un.add_argument("--save", default=None, help="write the unlearned checkpoint here (never overwrites)")
+    un.add_argument("--save", default=None,
+                    help="write the unlearned model here: .safetensors, .onnx or .pt2 (never overwrites)")
     un.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     bench = sub.add_parser("bench", help="compare unlearning methods with retraining")
@@ -128,22 +131,20 @@ def cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------- unlearn
 def load_model_for(args):
-    """The model and card to unlearn: ``--model`` (card from its sidecar/metadata, else built from
-    --dataset/--arch), else the shipped checkpoint for --dataset/--arch."""
+    """The model and card to unlearn: ``--model`` (a whole model as .onnx / .pt2, or weights for
+    --arch; the card from the file's sidecar or metadata, else built from --dataset), else the
+    shipped checkpoint for --dataset/--arch."""
     from core.data import dataset_info
-    from core.models import ModelCard, load_checkpoint, shipped_checkpoint
+    from core.models import ModelCard, load_checkpoint, model_format, shipped_checkpoint
 
     if args.model:
         path = Path(args.model)
-        try:
-            return load_checkpoint(path) + (path,)
-        except UserError as exc:
-            if "has no model card" not in str(exc):
-                raise
+        kind = model_format(path)          # missing, empty, TorchScript, pickled model: one sentence here
         info = dataset_info(args.dataset, args.data_dir)
-        card = ModelCard(arch=args.arch, dataset=args.dataset, classes=list(info.classes),
-                         input_shape=list(info.input_shape), mean=list(info.mean), std=list(info.std))
-        return load_checkpoint(path, card) + (path,)
+        fallback = ModelCard(arch=path.stem if kind != "weights" else args.arch, dataset=args.dataset,
+                             classes=list(info.classes), input_shape=list(info.input_shape), mean=list(info.mean),
+                             std=list(info.std), notes={"format": kind})
+        return load_checkpoint(path, fallback) + (path,)
     path = shipped_checkpoint(args.dataset, args.arch)
     if not path.is_file():
         raise UserError(f"No shipped checkpoint for {args.dataset}/{args.arch}; train one with "
@@ -166,27 +167,25 @@ def cmd_unlearn(args) -> int:
     from core.compute import pick_device, set_threads
     from core.data import load_split, split_heldout
     from core.evaluate import evaluate
-    from core.models import ModelCard, file_checksum, save_checkpoint
+    from core.models import ModelCard, file_checksum
     from core.unlearn import check_class, unlearn
 
     from core.data import dataset_info
 
     set_threads()
     dataset_info(args.dataset, args.data_dir)          # an unknown dataset name fails first, clearly
+    config = config_from_args(args)                    # and so do settings that do not go together
+    save = check_save_path(args.save)
     model, card, source = load_model_for(args)
     if card.dataset != args.dataset and args.model is None:
         raise UserError(f"The checkpoint was trained on {card.dataset}, not {args.dataset}.")
     check_class(args.forget, card.num_classes)
-    save = Path(args.save) if args.save else None
-    if save is not None and (save.exists() or save.with_suffix(".json").exists()):
-        raise UserError(f"'{save}' already exists; choose another --save path (existing files are never overwritten).")
     device = pick_device(args.device)
     test = load_split(card.dataset, "test", args.data_dir)
     if test.info.num_classes != card.num_classes:
         raise UserError(f"The checkpoint has {card.num_classes} classes but {card.dataset} has {test.info.num_classes}.")
     pool, eval_set = split_heldout(test, args.pool_per_class, args.seed)
     model = model.to(device)
-    config = config_from_args(args)
     before = evaluate(model, eval_set, args.forget)
     result = unlearn(model, pool, args.forget, config)
     after = evaluate(result.model, eval_set, args.forget)
@@ -206,6 +205,8 @@ def cmd_unlearn(args) -> int:
                                 "test_accuracy": None, "command": _command_line(),
                                 "created": dt.date.today().isoformat(),
                                 "notes": {"unlearned_from": str(source), "source_sha256": file_checksum(source),
+                                          "source_format": card.notes.get("format", "weights"),
+                                          "format": save.suffix.lstrip("."),
                                           "forget_class": args.forget, "parameters": config.to_dict(),
                                           "target_used": result.config.target,
                                           "erased_layers": result.erased_layers,
@@ -214,10 +215,45 @@ def cmd_unlearn(args) -> int:
                                                                              "retain_acc_before", "retain_acc_after",
                                                                              "seconds_unlearn", "eval_size")},
                                           "accuracy_on": "evaluation set (held-out, disjoint from the analysis pool)"}})
-        save_checkpoint(result.model.cpu(), new_card, save)
+        save_model(result.model.cpu(), new_card, save)
         report["saved"] = str(save)
     print(json.dumps(report) if args.json else format_report(report, card.classes))
     return 0
+
+
+SAVE_SUFFIXES = (".safetensors", ".onnx", ".pt2")
+
+
+def check_save_path(value: str | None) -> Path | None:
+    """The --save path, checked before any work: a known format, and neither it nor its card exists."""
+    if value is None:
+        return None
+    save = Path(value)
+    if save.suffix.lower() not in SAVE_SUFFIXES:
+        raise UserError(f"--save '{save}' must end in {', '.join(SAVE_SUFFIXES)} (the format to write).")
+    for target in (save, save.with_suffix(".json")):
+        if target.exists():
+            raise UserError(f"'{target}' already exists; choose another --save path (existing files are never overwritten).")
+    return save
+
+
+def save_model(model, card, save: Path) -> None:
+    """Write the unlearned model in the format ``save`` names (safetensors with its card inside, or
+    ONNX / .pt2 with the card beside it); the card is written last, and the model file is removed
+    again if that fails, so nothing is left half-written."""
+    from core.formats import save_exported, save_onnx
+    from core.models import card_path, save_checkpoint
+
+    suffix = save.suffix.lower()
+    if suffix == ".safetensors":
+        save_checkpoint(model, card, save)
+        return
+    (save_onnx if suffix == ".onnx" else save_exported)(model, save, tuple(card.input_shape))
+    try:
+        card_path(save).write_text(card.to_json() + "\n")
+    except OSError as exc:
+        save.unlink(missing_ok=True)
+        raise UserError(f"Could not write the model card beside '{save}' ({exc.strerror}).") from exc
 
 
 def _relabelling_line(relabelling: dict | None) -> str:

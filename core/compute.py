@@ -1,7 +1,7 @@
 """Where and how models run: device choice, batched inference, and the activation cache.
 
-The activation cache stores the evaluation set's activations at the input of one stage of a
-``nn.Sequential`` model. A perturbation that only edits that stage or later ones is then
+The activation cache stores a set of images' live tensors at a cut of the model
+(:mod:`core.graph`). A perturbation that only edits layers at or after the cut is then
 re-evaluated by running just the tail: ``logits = tail(cached)`` instead of ``model(images)``.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from core.graph import Cut, ModelGraph
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -43,117 +45,99 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 102
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
-def stage_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_children()]
-
-
-def stage_index_of(model: nn.Module, param_or_module_name: str) -> int:
-    """Index of the top-level stage that contains a parameter or module name (``fc1.weight`` -> fc1)."""
-    top = param_or_module_name.split(".")[0].split(":")[0]
-    names = stage_names(model)
-    if top not in names:
-        raise KeyError(f"'{param_or_module_name}' is not inside a top-level stage of the model")
-    return names.index(top)
-
-
-@torch.no_grad()
-def run_stages(model: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None,
-                keep: set[int] = frozenset(), batch_size: int = 1024) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """(output of stages start..stop-1, inputs of the stages in ``keep`` (``stop`` itself included)),
-    in batches on the model's device."""
-    stages = list(model.children())[start:stop]
-    end = start + len(stages)
-    device = model_device(model)
-    outputs, kept = [], {i: [] for i in keep}
-    for first in range(0, len(x), batch_size):
-        h = x[first:first + batch_size].to(device)
-        for offset, stage in enumerate(stages):
-            if start + offset in kept:
-                kept[start + offset].append(h)
-            h = stage(h)
-        if end in kept:
-            kept[end].append(h)
-        outputs.append(h)
-    return torch.cat(outputs), {i: torch.cat(parts) for i, parts in kept.items()}
-
-
 @dataclass
 class ActivationCache:
-    """Evaluation-set activations at the input of stage ``start`` of a Sequential model.
+    """A set of images' live tensors at a cut of the model (:mod:`core.graph`).
 
-    ``tail_logits(variant)`` runs stages ``start:`` of ``variant`` (same architecture, possibly
-    perturbed from ``start`` on) on the cached tensor; the result equals ``variant(images)``.
+    ``tail_logits(variant)`` runs only the part after the cut of ``variant`` (the same model,
+    possibly edited at or after the cut) on the cached tensors; the result equals
+    ``variant(images)``.
     """
 
-    start: int
-    activations: torch.Tensor
+    graph: ModelGraph
+    cut: Cut
+    activations: tuple[torch.Tensor, ...]
     batch_size: int = 2048
-    inputs: dict[int, torch.Tensor] = field(default_factory=dict)   # inputs of earlier stages, kept on request
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model: nn.Module, images: torch.Tensor, start: int, batch_size: int = 2048,
-              keep: tuple[int, ...] = ()) -> "ActivationCache":
-        """Run stages ``:start`` once; ``keep``: also keep the inputs of these stages (< start)."""
-        if not isinstance(model, nn.Sequential):
-            start, keep = 0, ()
-        if len(images) == 0:
-            return cls(start=start, activations=images[:0], batch_size=batch_size)
-        acts, inputs = run_stages(model, images, 0, start, keep={i for i in keep if 0 <= i < start},
-                                  batch_size=batch_size)
-        return cls(start=start, activations=acts, batch_size=batch_size, inputs=inputs)
+    def build(cls, model: nn.Module, graph: ModelGraph, images: torch.Tensor, cut: Cut,
+              batch_size: int = 2048) -> "ActivationCache":
+        """Run the part of ``model`` before ``cut`` once on ``images``."""
+        return cls(graph, cut, graph.run_head(model, images, cut, batch_size), batch_size)
+
+    def __len__(self) -> int:
+        return len(self.activations[0]) if self.activations else 0
 
     @torch.no_grad()
     def tail_logits(self, variant: nn.Module) -> torch.Tensor:
-        tail = variant[self.start:] if isinstance(variant, nn.Sequential) else variant
-        acts = self.activations
-        return torch.cat([tail(acts[i:i + self.batch_size]).float().cpu()
-                          for i in range(0, len(acts), self.batch_size)])
+        return self.graph.run_tail(variant, self.activations, self.cut, self.batch_size)
 
     @torch.no_grad()
-    def advanced(self, model: nn.Module, start: int) -> "ActivationCache":
-        """The same activations carried on to the input of stage ``start`` (>= this cache's start)."""
-        if start == self.start or not isinstance(model, nn.Sequential):
+    def advanced(self, model: nn.Module, cut: Cut) -> "ActivationCache":
+        """The same images carried on to a later ``cut`` through ``model``."""
+        if cut == self.cut:
             return self
-        return ActivationCache(start, model[self.start:start](self.activations), self.batch_size, self.inputs)
+        return ActivationCache(self.graph, cut, self.graph.run_segment(model, self.activations, self.cut, cut,
+                                                                       self.batch_size), self.batch_size)
 
 
 @dataclass
 class LinearRowCache:
-    """Cache for perturbations whose earliest edit is to rows U of a Linear stage.
+    """Cache for perturbations whose earliest edit is to rows U of a Linear layer.
 
-    The stage computes z = x W^T + b. A copy that changes only rows U has
+    The layer computes z = x W^T + b. A copy that changes only rows U has
     z'_U = z_U + x (W'_U - W_U)^T + (b'_U - b_U). Zeroing with strength s makes W'_U = (1 - s) W_U,
     so x (W'_U - W_U)^T = -s (z_U - b_U) costs nothing; noise adds s N_U, and x N_U^T is computed
-    once per draw (method, seed). Only the stages after this one are then re-run.
+    once per draw (method, seed). Only the part after this layer is then re-run.
     """
 
-    start: int
-    inputs: torch.Tensor
-    outputs: torch.Tensor
+    graph: ModelGraph
+    layer: str
+    cut: Cut                            # just after the layer
+    inputs: torch.Tensor                # x
+    live: tuple[torch.Tensor, ...]      # live tensors after the layer, z among them
+    slot: int                           # z's place in ``live``
     rows: list[int]
     products: dict = field(default_factory=dict)
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model: nn.Sequential, inputs: torch.Tensor, start: int, rows: list[int]) -> "LinearRowCache":
-        return cls(start=start, inputs=inputs, outputs=model[start](inputs), rows=sorted(rows))
+    def build(cls, model: nn.Module, cache: ActivationCache, layer: str, rows: list[int]) -> "LinearRowCache | None":
+        """From a cache at the cut just before ``layer``; None when its input is not one flat tensor."""
+        graph = cache.graph
+        call = graph.call_of(layer)
+        source = call.args[0]
+        if source.name not in cache.cut.live or len(graph.shape(source)) != 1:
+            return None
+        after = graph.cut_after(call)
+        live = graph.run_segment(model, cache.activations, cache.cut, after, cache.batch_size)
+        return cls(graph, layer, after, cache.activations[cache.cut.live.index(source.name)], live,
+                   after.live.index(call.name), sorted(rows))
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        return self.live[self.slot]
+
+    def _logits(self, variant: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        live = self.live[:self.slot] + (z,) + self.live[self.slot + 1:]
+        return self.graph.run_tail(variant, live, self.cut)
 
     @torch.no_grad()
-    def recomputed_logits(self, variant: nn.Sequential, rows: list[int]) -> torch.Tensor:
+    def recomputed_logits(self, variant: nn.Module, rows: list[int]) -> torch.Tensor:
         """Logits of ``variant`` after recomputing ``rows`` of the cached output from its layer,
         z[:, R] = x W'[R]^T + b'[R]. The cache keeps the new rows: for one working copy whose
         edits accumulate (calibration)."""
         if rows:
-            layer = variant[self.start]
+            layer = variant.get_submodule(self.layer)
             bias = layer.bias[rows] if layer.bias is not None else None
             self.outputs[:, rows] = torch.nn.functional.linear(self.inputs, layer.weight[rows], bias)
-        return variant[self.start + 1:](self.outputs).float().cpu()
+        return self._logits(variant, self.outputs)
 
     @torch.no_grad()
-    def tail_logits(self, source: nn.Sequential, variant: nn.Sequential, method: str, strength: float,
+    def tail_logits(self, source: nn.Module, variant: nn.Module, method: str, strength: float,
                     seed: int) -> torch.Tensor:
-        before, after = source[self.start], variant[self.start]
+        before, after = source.get_submodule(self.layer), variant.get_submodule(self.layer)
         rows = self.rows
         delta_w = after.weight[rows] - before.weight[rows]
         delta_b = (after.bias[rows] - before.bias[rows]) if before.bias is not None else 0.0
@@ -166,4 +150,4 @@ class LinearRowCache:
             if key not in self.products:
                 self.products[key] = self.inputs @ (delta_w / strength).T
             z[:, rows] = self.outputs[:, rows] + strength * self.products[key] + delta_b
-        return variant[self.start + 1:](z).float().cpu()
+        return self._logits(variant, z)

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.compute import ActivationCache, run_stages, stage_names
 from core.data import AnalysisPool
 from core.errors import UserError
 from core.evaluate import summarize
-from core.models import classifier_name, clone_model
+from core.graph import ModelGraph, graph_of
+from core.models import clone_model
 
 
 @dataclass
@@ -41,20 +41,20 @@ class Eraser:
     mu: torch.Tensor
 
 
-def candidate_layers(model: nn.Module) -> list[str]:
-    """Top-level Linear / plain Conv2d stages between the first weighted layer and the classifier,
-    deepest first. The classifier is left out (erasing its input would not change any feature), and
-    so is the first layer: its inputs are raw pixel patches, where the class direction is a stroke or
-    colour pattern every class draws on (on the MNIST cnn, erasing it cost 0.46 points of retain
-    accuracy for 0.6 points of probe recall; BENCHMARKS.md section 8)."""
-    if not isinstance(model, nn.Sequential):
-        return []
-    names = stage_names(model)
-    clf = classifier_name(model)
-    stop = names.index(clf) if clf in names else len(names)
-    weighted = [i for i, n in enumerate(names) if any(True for _ in model.get_submodule(n).parameters())]
-    begin = weighted[0] + 1 if weighted else 0
-    return [n for n in reversed(names[begin:stop]) if _erasable(model.get_submodule(n))]
+def candidate_layers(graph: ModelGraph) -> list[str]:
+    """Linear / plain Conv2d layers (each called once) between the first weighted layer and the
+    classifier, deepest first. The classifier is left out (erasing its input would not change any
+    feature), and so is the first layer: its inputs are raw pixel patches, where the class direction
+    is a stroke or colour pattern every class draws on."""
+    clf = graph.classifier()
+    stop = graph.position[graph.call_of(clf).name]
+    weighted = graph.weighted()
+    chosen = []
+    for name in weighted[1:]:
+        calls = graph._calls[name]
+        if len(calls) == 1 and graph.position[calls[0].name] < stop and _erasable(graph.modules[name]):
+            chosen.append(name)
+    return sorted(chosen, key=lambda n: graph.position[graph._calls[n][0].name], reverse=True)
 
 
 def _erasable(module: nn.Module) -> bool:
@@ -113,10 +113,11 @@ def fit_eraser(x: torch.Tensor, is_forget: torch.Tensor, shrinkage: float = 0.1)
 
 
 @torch.no_grad()
-def fold_eraser(model: nn.Module, layer: str, eraser: Eraser) -> None:
+def fold_eraser(model: nn.Module, layer: str, eraser: Eraser, reader: str | None = None) -> None:
     """Make ``layer`` (Linear or Conv2d) compute W r(x) + b: W -= (W sigma) a^T, b += (W sigma) a^T mu.
-    A layer without bias passes the shift to the BatchNorm right after it (running mean -= shift),
-    so the state dict keeps its keys; otherwise it gets a bias."""
+    A layer without bias passes the shift to ``reader``, the module that alone reads its output,
+    when that is a BatchNorm (running mean -= shift), so the state dict keeps its keys; otherwise it
+    gets a bias."""
     module = model.get_submodule(layer)
     weight = module.weight.data.double().flatten(1)
     w_sigma = weight @ eraser.sigma.to(weight.device)
@@ -126,61 +127,49 @@ def fold_eraser(model: nn.Module, layer: str, eraser: Eraser) -> None:
     if module.bias is not None:
         module.bias.data.add_(shift)
         return
-    names = stage_names(model)
-    after = model.get_submodule(names[names.index(layer) + 1]) if layer in names[:-1] else None
+    after = model.get_submodule(reader) if reader is not None else None
     if isinstance(after, (nn.BatchNorm1d, nn.BatchNorm2d)) and after.running_mean is not None:
         after.running_mean.sub_(shift)
     else:
         module.bias = nn.Parameter(shift.clone(), requires_grad=False)
 
 
-def _val_pass(model: nn.Sequential, val: AnalysisPool, keep: set[int],
-              cache: ActivationCache | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """(logits, inputs of the stages in ``keep``) on ``val``, starting from ``cache`` where it helps."""
-    start = cache.start if cache is not None and len(cache.activations) == len(val) else 0
-    logits, inputs = run_stages(model, cache.activations if start else val.images, start, keep={i for i in keep if i >= start})
-    missing = set()
-    for index in sorted(i for i in keep if i < start):     # candidates before the cache: kept, or one head pass
-        if cache is not None and index in cache.inputs and len(cache.inputs[index]) == len(val):
-            inputs[index] = cache.inputs[index]
-        else:
-            missing.add(index)
-    if missing:
-        _, early = run_stages(model, val.images, 0, max(missing), keep=missing)
-        inputs.update(early)
-    return logits, inputs
-
-
 def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int, max_layers: int = 6,
                   budget: float = 0.005, shrinkage: float = 0.1, patches_per_image: int = 8,
-                  seed: int = 0, val_cache: ActivationCache | None = None,
-                  error_share: float = 0.0) -> tuple[list[str], nn.Module]:
+                  seed: int = 0, error_share: float = 0.0,
+                  graph: ModelGraph | None = None) -> tuple[list[str], nn.Module]:
     """(layers, erased model): the deepest candidate layers (at most ``max_layers``, from the
     classifier backwards) whose erasure, fitted on ``fit``, lowers the retain accuracy on ``val``
     by at most max(``budget``, ``error_share`` x the retain error of ``model`` on ``val``); stops at
     the first layer that would exceed it.
 
-    Erasing deepest first leaves the stages before each candidate unchanged, so one forward pass
-    records every candidate's inputs and each trial runs only the stages from its layer on.
-    ``val_cache`` (``val``'s activations at the input of a stage that ``model`` shares with the
-    model they were computed on, everything before it unchanged) saves the val pass up to there."""
-    names = stage_names(model)
-    candidates = candidate_layers(model)[:max_layers]
+    Erasing deepest first leaves everything before each candidate unchanged, so one forward pass
+    records every candidate's inputs (and, on ``val``, the live tensors at each candidate's cut,
+    skip connections included) and each trial runs only the part of the model from its layer on.
+    ``graph``: the structure of ``model`` (of the model it was copied from), traced when not given."""
+    graph = graph or graph_of(model, fit.info.input_shape)
+    candidates = candidate_layers(graph)[:max_layers]
     erased = clone_model(model)
     if not candidates:
         return [], erased
-    where = [names.index(n) for n in candidates]
-    _, fit_inputs = run_stages(erased, fit.images, 0, max(where), keep=set(where))
-    logits, val_inputs = _val_pass(erased, val, set(where), val_cache)
-    base = summarize(logits.float().cpu(), val.labels, forget_class).retain_acc
+    cuts = {layer: graph.cut_at_module(layer) for layer in candidates}
+    sources = [graph.call_of(layer).args[0].name for layer in candidates]
+    fit_inputs = dict(zip(candidates, graph.run_probe(erased, fit.images, sources)))
+    names = sorted({name for cut in cuts.values() for name in cut.live}, key=graph.position.__getitem__)
+    val_live = dict(zip(names, graph.run_probe(erased, val.images, names)))
+
+    def val_logits(trial: nn.Module, layer: str) -> torch.Tensor:
+        cut = cuts[layer]
+        return graph.run_tail(trial, tuple(val_live[name] for name in cut.live), cut)
+
+    base = summarize(val_logits(erased, candidates[-1]), val.labels, forget_class).retain_acc
     budget = max(budget, error_share * (1 - base))
     generator, chosen = torch.Generator().manual_seed(seed), []
-    for layer, index in zip(candidates, where):
-        rows, labels = _rows(erased.get_submodule(layer), fit_inputs[index], fit.labels, patches_per_image, generator)
+    for layer in candidates:
+        rows, labels = _rows(erased.get_submodule(layer), fit_inputs[layer], fit.labels, patches_per_image, generator)
         trial = clone_model(erased)
-        fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage))
-        val_logits, _ = run_stages(trial, val_inputs[index], index)
-        if base - summarize(val_logits.float().cpu(), val.labels, forget_class).retain_acc > budget:
+        fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage), graph.successor(layer))
+        if base - summarize(val_logits(trial, layer), val.labels, forget_class).retain_acc > budget:
             break
         chosen.append(layer)
         erased = trial

@@ -1,10 +1,8 @@
 """Architecture registry and checkpoints (safetensors weights + a JSON model card).
 
-Every architecture is built as a flat ``nn.Sequential`` of named stages, so that
-
-* zennit's ``SequentialMergeBatchNorm`` finds each Conv -> BatchNorm pair by order,
-* any stage's output can be tapped for relevance, and
-* the activation cache can re-run only the stages after a perturbed one.
+The project's own architectures are flat ``nn.Sequential`` models of named stages (readable layer
+tables, the shipped checkpoints' keys); the engine itself works on any traceable ``nn.Module``
+through :mod:`core.graph`, and on models imported from ONNX or ``.pt2`` (:mod:`core.formats`).
 """
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.compute import stage_names
+
 from core.errors import UserError
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
@@ -163,33 +161,29 @@ def build_model(arch: str, num_classes: int, input_shape: tuple[int, int, int], 
     return model.eval()
 
 
-def classifier_name(model: nn.Module) -> str:
-    """Name of the last Linear layer: the classifier whose input the paper analyses."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise UserError("The model has no Linear layer, so it has no classifier input to analyse.")
-    return names[-1]
-
-
-def default_layer(model: nn.Module) -> str:
-    """The stage whose output is the classifier's input (the authors' single analysed layer)."""
-    clf = classifier_name(model)
-    if isinstance(model, nn.Sequential):
-        names = stage_names(model)
-        if clf in names and names.index(clf) > 0:
-            return names[names.index(clf) - 1]
-    return clf + ":input"
-
-
 def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[dict]:
-    """One row per top-level stage: name, type, output shape, parameter count."""
-    rows, x = [], torch.zeros(1, *input_shape)
-    with torch.no_grad():
-        for name, module in model.named_children():
-            x = module(x)
-            rows.append({"layer": name, "type": type(module).__name__, "output_shape": tuple(x.shape[1:]),
-                         "parameters": sum(p.numel() for p in module.parameters())})
-    return rows
+    """One row per layer: for a Sequential model its top-level stages, for any other model every
+    module its forward pass calls, in order: name, type, output shape, parameter count."""
+    from core.graph import graph_of
+
+    if isinstance(model, nn.Sequential):
+        rows, x = [], torch.zeros(1, *input_shape, device=_device_of(model))
+        with torch.no_grad():
+            for name, module in model.named_children():
+                x = module(x)
+                rows.append({"layer": name, "type": type(module).__name__, "output_shape": tuple(x.shape[1:]),
+                             "parameters": sum(p.numel() for p in module.parameters())})
+        return rows
+    graph = graph_of(model, input_shape)
+    return [{"layer": node.target, "type": type(graph.modules[node.target]).__name__,
+             "output_shape": graph.shape(node),
+             "parameters": sum(p.numel() for p in graph.modules[node.target].parameters(recurse=False))}
+            for node in graph.nodes if node.op == "call_module"]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- model card
@@ -315,21 +309,64 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
     return model.eval()
 
 
-def load_checkpoint(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Module, ModelCard]:
-    """Load a checkpoint. The card comes from ``card`` if given (for a user's bare state_dict),
-    else the sidecar ``.json``, else the safetensors metadata."""
+def read_card(path: str | Path) -> ModelCard | None:
+    """The model card beside a model file (``<stem>.json``), None when there is none."""
+    side = card_path(path)
+    if not side.is_file():
+        return None
+    try:
+        return ModelCard.from_dict(json.loads(side.read_text()))
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise UserError(f"The model card '{side.name}' is not a valid model card (JSON object with arch, dataset, "
+                        "classes, input_shape, mean and std).") from exc
+
+
+def model_format(path: str | Path) -> str:
+    """``"onnx"``, ``"pt2"`` (whole models, :mod:`core.formats`) or ``"weights"`` (safetensors or a
+    state_dict for a named architecture); refuses TorchScript and pickled models."""
+    from core.formats import file_kind
+
     path = Path(path)
+    if path.suffix.lower() == ".safetensors" and path.is_file() and path.stat().st_size:
+        return "weights"       # a damaged one is reported by the safetensors reader
+    return file_kind(path)
+
+
+def check_fits(model: nn.Module, card: ModelCard, source: str) -> nn.Module:
+    """One sentence, before any work, when ``model`` does not take the card's images or does not
+    give one score per class."""
+    from core.graph import graph_of
+
+    declared = getattr(model, "meta", {}).get("input_shape") if isinstance(getattr(model, "meta", None), dict) else None
+    if declared is not None and tuple(declared) != tuple(card.input_shape):
+        raise UserError(f"'{source}' expects images of {' x '.join(map(str, declared))} but {card.dataset} has "
+                        f"{' x '.join(map(str, card.input_shape))}; choose the dataset the model was trained on.")
+    graph = graph_of(model, tuple(card.input_shape))
+    if graph.num_classes != card.num_classes:
+        raise UserError(f"'{source}' gives {graph.num_classes} class scores but {card.dataset} has {card.num_classes} "
+                        "classes; choose the dataset the model was trained on.")
+    return model
+
+
+def load_checkpoint(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Module, ModelCard]:
+    """Load a model file: a whole model (ONNX, ``.pt2``: :mod:`core.formats`) or weights for a
+    named architecture (safetensors, torch state_dict). The card comes from the sidecar ``.json``,
+    else the safetensors metadata, else ``card`` (what the user named: a dataset, an architecture).
+    The model is checked against the card's input shape and classes before it is returned."""
+    path = Path(path)
+    kind = model_format(path)
+    if kind in ("onnx", "pt2"):
+        from core.formats import load_model_file
+
+        card = read_card(path) or card
+        if card is None:
+            raise UserError(f"'{path.name}' has no model card; name the dataset it was trained on.")
+        return check_fits(load_model_file(path), card, path.name), card
     tensors, embedded = _read_tensors(path)
+    found = read_card(path) or (ModelCard.from_dict(embedded) if embedded is not None else None)
+    card = found or card
     if card is None:
-        if card_path(path).is_file():
-            try:
-                card = ModelCard.from_dict(json.loads(card_path(path).read_text()))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"The model card '{card_path(path).name}' is not valid JSON.") from exc
-        elif embedded is not None:
-            card = ModelCard.from_dict(embedded)
-        else:
-            raise UserError(f"'{path.name}' has no model card; name its architecture and dataset.")
+        raise UserError(f"'{path.name}' has no model card; name its architecture and dataset.")
     model = build_model(card.arch, card.num_classes, tuple(card.input_shape), seed=card.seed)
     return load_weights(model, tensors, path.name), card
 
@@ -339,15 +376,23 @@ def shipped_checkpoint(dataset: str, arch: str) -> Path:
     return ASSETS_DIR / dataset / f"{arch}.safetensors"
 
 
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt2")
+
+
 def shipped_checkpoints() -> list[tuple[Path, ModelCard]]:
-    """Every shipped checkpoint with its card, sorted by path."""
+    """Every shipped model (safetensors, ONNX, .pt2) with its card, sorted by path."""
     found = []
-    for path in sorted(ASSETS_DIR.glob("*/*.safetensors")):
+    for path in sorted(p for p in ASSETS_DIR.glob("*/*") if p.suffix in MODEL_SUFFIXES):
         if card_path(path).is_file():
             found.append((path, ModelCard.from_dict(json.loads(card_path(path).read_text()))))
     return found
 
 
 def clone_model(model: nn.Module) -> nn.Module:
-    """An independent deep copy in eval mode (the source is never touched)."""
-    return copy.deepcopy(model).eval()
+    """An independent deep copy in eval mode (the source is never touched); it shares the
+    source's traced graphs (:func:`core.graph.adopt`), since its structure is the same."""
+    from core.graph import adopt
+
+    twin = copy.deepcopy(model).eval()
+    adopt(twin, model)
+    return twin

@@ -124,6 +124,7 @@ def find_path(analyzer: RelevanceAnalyzer, pool: AnalysisPool, forget_class: int
     authors do), then per-layer selection; with ``edge_units`` > 0 also the relevance flowing
     between the top ``edge_units`` selected units of consecutive layers."""
     pool = require_analysis_pool(pool)
+    analyzer.prepare(pool.info.input_shape)
     layers = analyzer.check_layers(layers or [analyzer.default_layer])
     layers = order_layers(analyzer, layers)
     forget = pool.forget_images(forget_class, n_images, seed)
@@ -146,9 +147,9 @@ def find_path(analyzer: RelevanceAnalyzer, pool: AnalysisPool, forget_class: int
 
 
 def order_layers(analyzer: RelevanceAnalyzer, layers: list[str]) -> list[str]:
-    """Layers in forward order (input side first)."""
-    order = [n for n, _ in analyzer.twin.named_modules() if n]
-    return sorted(layers, key=lambda name: order.index(name.split(":")[0]))
+    """Layers in forward order (input side first): by the position of the tensor each one reads."""
+    graph = analyzer.graph
+    return sorted(layers, key=lambda name: graph.position[graph.tensor(name).name])
 
 
 def path_edges(analyzer: RelevanceAnalyzer, images: torch.Tensor, path: NeuronPath, edge_units: int) -> list[dict]:

@@ -1,11 +1,14 @@
 """Neuronal path perturbation: edit the weights around selected units, on a copy of the model.
 
-For units U read at the output of a stage, with strength s in [0, 1]:
+For units U of an analysed tensor (a layer's output or input, :mod:`core.graph`), with strength
+s in [0, 1]:
 
-* ``in``  - the producing layer's rows W[U] (and bias b[U] unless ``keep_bias``; and the following
-  BatchNorm's gamma[U], beta[U], since a zeroed filter alone leaves the BN shift), and
-* ``out`` - the consuming layer's columns W[:, U]: only the forget-class row when the consumer is the
-  classifier (the authors' MNIST recipe), every row otherwise or with ``out_classes="all"``.
+* ``in``  - the rows W[U] of every Conv/Linear that produces the tensor (and bias b[U] unless
+  ``keep_bias``; and any BatchNorm's gamma[U], beta[U] on the way, since a zeroed filter alone
+  leaves the BN shift). Through a residual sum every branch is edited, so the unit is silenced;
+* ``out`` - the columns W[:, U] of every Conv/Linear that reads the tensor: only the forget-class
+  row when the reader is the classifier (the authors' MNIST recipe), every row otherwise or with
+  ``out_classes="all"``.
 
 ``zero`` scales the chosen entries by (1 - s); ``gaussian`` / ``laplace`` add s * N(0, 1) /
 s * Laplace(0, 1) noise (the authors' GN / LN baselines). The source model is never changed:
@@ -18,16 +21,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from core.compute import stage_index_of
 from core.errors import UserError
-from core.models import classifier_name, clone_model
+from core.graph import NORMS, Cut, ModelGraph, graph_of
+from core.models import clone_model
 
 METHODS = ("zero", "gaussian", "laplace")
 TARGETS = ("in", "out", "both")
-_PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity,
-                 nn.BatchNorm2d, nn.BatchNorm1d)
-
-
 @dataclass(frozen=True)
 class PerturbationSpec:
     """How selected units are perturbed."""
@@ -62,105 +61,48 @@ class ParamEdit:
     cols: tuple[int, ...] | None = None
 
 
-def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    if not isinstance(model, nn.Sequential):
-        raise UserError("Perturbing stage outputs needs a Sequential model (every built-in architecture is one).")
-    return list(model.named_children())
-
-
-_SIZES: dict[tuple, dict[str, tuple[int, int]]] = {}
-
-
-def _spatial_sizes(model: nn.Module, input_shape) -> dict[str, tuple[int, int]]:
-    """Per stage, the spatial size (H*W, or 1 for flat tensors) of its input and of its output,
-    from one forward pass of a blank image; remembered per architecture (the stages' reprs) and
-    input shape, since weight edits never change them."""
-    key = (tuple(input_shape), tuple((name, repr(module)) for name, module in model.named_children()))
-    if key not in _SIZES:
-        if len(_SIZES) >= 64:
-            _SIZES.clear()
-        _SIZES[key] = _measure_spatial_sizes(model, input_shape)
-    return dict(_SIZES[key])
-
-
-def _measure_spatial_sizes(model: nn.Module, input_shape) -> dict[str, tuple[int, int]]:
-    param = next(model.parameters(), None)
-    sizes, x = {}, torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
-    with torch.no_grad():
-        for name, module in model.named_children():
-            before = int(x[0, 0].numel()) if x.dim() == 4 else 1
-            x = module(x)
-            sizes[name] = (before, int(x[0, 0].numel()) if x.dim() == 4 else 1)
-    return sizes
-
-
-def _producer_edits(model: nn.Module, stage: str, units: list[int], keep_bias: bool, spatial: int) -> list[ParamEdit]:
-    """Rows of the Conv/Linear that produces ``stage``'s output, and any BatchNorm in between."""
-    stages = _stages(model)
-    names = [n for n, _ in stages]
-    channels = tuple(sorted({u // spatial for u in units})) if spatial > 1 else tuple(units)
-    edits: list[ParamEdit] = []
-    for name, module in reversed(stages[: names.index(stage) + 1]):
-        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            if not keep_bias:
-                edits += [ParamEdit(f"{name}.weight", channels), ParamEdit(f"{name}.bias", channels)]
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            edits.append(ParamEdit(f"{name}.weight", channels))
-            if module.bias is not None and not keep_bias:
-                edits.append(ParamEdit(f"{name}.bias", channels))
-            return edits
-        elif not isinstance(module, _PASS_THROUGH + (nn.Flatten,)):
-            break
-    raise UserError(f"Layer '{stage}' is not produced by a Conv or Linear layer, so target 'in' cannot reach it; "
-                    "use target 'out'.")
-
-
-def _consumer_edits(model: nn.Module, stage: str, units: list[int], forget_class: int, out_classes: str,
-                    spatial: int) -> list[ParamEdit]:
-    """Columns of the next Conv/Linear that reads ``stage``'s units."""
-    stages = _stages(model)
-    names = [n for n, _ in stages]
-    flattened = False
-    for name, module in stages[names.index(stage) + 1:]:
-        if isinstance(module, nn.Flatten):
-            flattened = True
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            if flattened and spatial > 1:
-                cols = tuple(c * spatial + p for c in sorted({u // spatial for u in units}) for p in range(spatial))
-            else:
-                cols = tuple(units)
-            is_classifier = name == classifier_name(model)
-            rows = (forget_class,) if is_classifier and out_classes == "forget" else None
-            return [ParamEdit(f"{name}.weight", rows, cols)]
-        elif not isinstance(module, _PASS_THROUGH):
-            break
-    raise UserError(f"No Conv or Linear layer reads '{stage}' directly, so target 'out' cannot reach it; use target 'in'.")
-
-
 def plan_edits(model: nn.Module, units: dict[str, list[int]], forget_class: int, spec: PerturbationSpec,
                input_shape) -> list[ParamEdit]:
-    """Every parameter entry the perturbation touches, for units selected per stage."""
+    """Every parameter entry the perturbation touches, for units selected per analysed tensor."""
+    graph = graph_of(model, input_shape)
+    classifier = graph.classifier()
     edits: list[ParamEdit] = []
-    stages = dict(_stages(model))
-    sizes = _spatial_sizes(model, input_shape)
-    for stage, selected in units.items():
+    for layer, selected in units.items():
         if not selected:
             continue
-        if stage not in stages:
-            raise UserError(f"'{stage}' is not a top-level stage of the model; perturbation works on stage outputs.")
-        spatial_in, spatial_out = sizes[stage]
         if spec.target in ("in", "both"):
-            # a Flatten stage's units are conv positions: unit u belongs to channel u // (H*W)
-            flattened = spatial_in if isinstance(stages[stage], nn.Flatten) else 1
-            edits += _producer_edits(model, stage, selected, spec.keep_bias, flattened)
+            for module, channels in graph.producers(layer, list(selected)):
+                edits += _row_edits(graph, module, channels, spec.keep_bias)
         if spec.target in ("out", "both"):
-            edits += _consumer_edits(model, stage, selected, forget_class, spec.out_classes, spatial_out)
+            for module, cols in graph.consumers(layer, list(selected)):
+                rows = (forget_class,) if module == classifier and spec.out_classes == "forget" else None
+                edits.append(ParamEdit(f"{module}.weight", rows, cols))
     return edits
 
 
-def first_changed_stage(model: nn.Module, edits: list[ParamEdit]) -> int:
-    """Index of the earliest top-level stage an edit touches (the activation cache's start)."""
-    return min((stage_index_of(model, e.param) for e in edits), default=len(list(model.children())))
+def _row_edits(graph: ModelGraph, name: str, channels: tuple[int, ...], keep_bias: bool) -> list[ParamEdit]:
+    """Rows ``channels`` of a Conv/Linear (weight, and bias unless kept) or of a BatchNorm's scale
+    and shift (unless the bias is kept)."""
+    module = graph.modules[name]
+    if isinstance(module, NORMS):
+        if keep_bias or module.weight is None:
+            return []
+        return [ParamEdit(f"{name}.weight", channels), ParamEdit(f"{name}.bias", channels)]
+    edits = [ParamEdit(f"{name}.weight", channels)]
+    if module.bias is not None and not keep_bias:
+        edits.append(ParamEdit(f"{name}.bias", channels))
+    return edits
+
+
+def edited_modules(edits: list[ParamEdit]) -> list[str]:
+    """Module paths the edits touch (``fc1.weight`` -> ``fc1``), in order, once each."""
+    return list(dict.fromkeys(e.param.rsplit(".", 1)[0] for e in edits))
+
+
+def edit_cut(graph: ModelGraph, edits: list[ParamEdit]) -> Cut:
+    """The cut just before the earliest module an edit touches: everything before it is unchanged
+    (the activation cache's place)."""
+    return graph.earliest_cut(edited_modules(edits))
 
 
 def _index(edit: ParamEdit, param: torch.Tensor):

@@ -7,8 +7,8 @@ penultimate features, and a loss-based membership attack.
   about 20 % apart: the count is exact to within 20 %). A model
   that still holds the class internally relearns it in a few steps; one that never learned it needs
   many. ``cap`` is reported when the class never comes back within ``cap`` steps.
-* **representation probe**: a logistic regression on the classifier's input features (forward
-  pre-hook on :func:`core.models.classifier_name`), fitted on one seeded half of the held-out
+* **representation probe**: a logistic regression on the classifier's input features (read off
+  the traced graph, :mod:`core.graph`), fitted on one seeded half of the held-out
   evaluation set and scored on the other, telling the forget class from the rest. Reports the
   recall on the forget class and the ROC AUC.
 * **loss MIA gap**: with per-example cross-entropy losses l, the AUC of "lower loss = member"
@@ -28,7 +28,8 @@ from torch import nn
 
 from core.compute import model_device
 from core.data import ImageSet
-from core.models import classifier_name, clone_model
+from core.graph import ModelGraph, graph_of
+from core.models import clone_model
 
 
 @dataclass
@@ -40,21 +41,17 @@ class Forward:
 
 
 @torch.no_grad()
-def forward_with_features(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> Forward:
-    """One pass giving the logits and the input of the model's classifier (last Linear layer)."""
-    device = model_device(model)
-    layer = model.get_submodule(classifier_name(model))
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach().float().cpu()))
-    logits = []
-    try:
-        for start in range(0, len(images), batch_size):
-            logits.append(model(images[start:start + batch_size].to(device)).float().cpu())
-    finally:
-        handle.remove()
-    if not logits:
+def forward_with_features(model: nn.Module, images: torch.Tensor, batch_size: int = 128,
+                          graph: ModelGraph | None = None) -> Forward:
+    """One pass giving the logits and the input of the model's classifier (last Linear layer),
+    read off the traced graph (no hook on ``model``). ``graph``: the structure of ``model`` (or of
+    the model it was copied from); traced when not given."""
+    if len(images) == 0:
         return Forward(torch.empty(0), torch.empty(0))
-    return Forward(torch.cat(logits), torch.cat([c.flatten(1) for c in captured]))
+    graph = graph or graph_of(model, tuple(images.shape[1:]))
+    source = graph.call_of(graph.classifier()).args[0]
+    features, logits = graph.run_probe(model, images, [source.name, graph.output.name], batch_size)
+    return Forward(logits.float().cpu(), features.flatten(1).float().cpu())
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:

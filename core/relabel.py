@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.compute import predict_logits, run_stages, stage_names
+from core.compute import predict_logits
 from core.data import AnalysisPool
 from core.evaluate import softmax_entropy, summarize, wrong_retain_answers, wrong_retain_mask
-from core.models import classifier_name, clone_model
+from core.graph import ModelGraph, graph_of
+from core.models import clone_model
 
 MAX_STRENGTH = 64.0
 BISECTION_STEPS = 20
@@ -50,10 +51,10 @@ class Relabelling:
                 "forget_entropy": self.forget_entropy, "wrong_entropy": self.wrong_entropy}
 
 
-def classifier_inputs(model: nn.Sequential, images: torch.Tensor) -> torch.Tensor:
+def classifier_inputs(model: nn.Module, images: torch.Tensor, graph: ModelGraph) -> torch.Tensor:
     """The rows h the classifier (last Linear) receives, flattened, float64 on the CPU."""
-    index = stage_names(model).index(classifier_name(model))
-    h, _ = run_stages(model, images, 0, index)
+    source = graph.call_of(graph.classifier()).args[0]
+    (h,) = graph.run_probe(model, images, [source.name])
     return h.flatten(1).double().cpu()
 
 
@@ -116,23 +117,22 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
     choose its strength on ``val`` (module docstring). ``model`` and ``original`` are untouched.
     Whether there are ``min_wrong`` wrong answers is judged by the original model's logits on
     ``val`` (``original_val_logits`` when the caller has them), before any work on ``model``."""
-    if not isinstance(model, nn.Sequential) or classifier_name(model) not in stage_names(model):
-        return Relabelling(0.0, "skipped: the classifier is not a top-level layer of a Sequential model"), clone_model(model)
+    graph = graph_of(original, fit.info.input_shape)
     if original_val_logits is None:
         original_val_logits = predict_logits(original, val.images)
     wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
     if wrong < min_wrong:
         return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)
     out = clone_model(model)
-    clf = out.get_submodule(classifier_name(out))
+    clf = out.get_submodule(graph.classifier())
     w0 = clf.weight.detach().double().cpu()
     b0 = clf.bias.detach().double().cpu() if clf.bias is not None else torch.zeros(len(w0), dtype=torch.float64)
-    h_val = classifier_inputs(model, val.images)
+    h_val = classifier_inputs(model, val.images, graph)
     base = h_val @ w0.T + b0
     forget = fit.labels == forget_class
     targets = torch.zeros(len(fit), fit.info.num_classes, dtype=torch.float64)
     targets[forget.nonzero(as_tuple=True)[0], second_choices(original, fit.images[forget], forget_class)] = 1.0
-    weight, bias = fit_logit_shift(classifier_inputs(model, fit.images), targets, shrinkage)
+    weight, bias = fit_logit_shift(classifier_inputs(model, fit.images, graph), targets, shrinkage)
     chosen = choose_strength(base, h_val @ weight.T + bias, val.labels, forget_class, budget, min_wrong)
     if chosen.strength > 0:
         with torch.no_grad():

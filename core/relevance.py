@@ -9,8 +9,11 @@ In zennit the rules are autograd hooks, so the *gradient* that reaches any inter
 inside the composite's context already is the relevance of that tensor (no multiplication by the
 activation). With biases zeroed and eps -> 0 the total is conserved: sum_i R_i = f_c(x) at every layer.
 
-All LRP runs on a private twin (a deep copy made once), so hooks and canonizers never touch the
-model that is perturbed or evaluated.
+All LRP runs on a private twin (a deep copy made once, traced and rewritten by
+:func:`core.canonizers.lrp_twin` so that residual sums, gates and functional activations get rules
+and BatchNorm is merged wherever it follows a Conv/Linear), so hooks and canonizers never touch the
+model that is perturbed or evaluated. Any ``nn.Module`` that ``torch.fx`` can trace works, nested or
+not, and any GraphModule from :mod:`core.formats`.
 """
 from __future__ import annotations
 
@@ -18,14 +21,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlusFlat, LayerMapComposite, layer_map_base
 from zennit.rules import AlphaBeta, Epsilon, Gamma
-from zennit.torchvision import ResNetCanonizer
 from zennit.types import Convolution, Linear
 
+from core.canonizers import GraphMergeBatchNorm, lrp_twin
 from core.errors import UserError
-from core.models import clone_model, default_layer
+from core.graph import ModelGraph, graph_of
 
 RULES = ("epsilon", "epsilon-plus-flat", "alpha1-beta0", "alpha2-beta1", "gamma")
 
@@ -42,24 +44,19 @@ def _layer_rule(rule: str, epsilon: float, zero_params):
     return rules[rule]()
 
 
-def make_composite(model: nn.Module, rule: str = "epsilon", epsilon: float = 0.1, zero_bias: bool = False):
-    """A zennit composite applying ``rule`` to every Linear/Conv layer, with canonizers that merge
-    BatchNorm into the preceding layer and turn ResNet skip connections into explicit sums.
-    ``epsilon-plus-flat`` is zennit's recipe: flat on the first layer, z+ on convolutions,
-    epsilon on dense layers."""
+def make_composite(bn_pairs: list[tuple[str, str]], rule: str = "epsilon", epsilon: float = 0.1,
+                   zero_bias: bool = False):
+    """A zennit composite applying ``rule`` to every Linear/Conv layer, with a canonizer that merges
+    each BatchNorm into the Conv/Linear before it (``bn_pairs``, module paths; residual sums are
+    explicit ``Sum`` modules in the twin already). ``epsilon-plus-flat`` is zennit's recipe: flat on
+    the first layer, z+ on convolutions, epsilon on dense layers."""
     zero_params = "bias" if zero_bias else None
-    canonizers = [ResNetCanonizer()] if _has_resnet_blocks(model) else [SequentialMergeBatchNorm()]
+    canonizers = [GraphMergeBatchNorm(bn_pairs)]
     if rule == "epsilon-plus-flat":
         return EpsilonPlusFlat(epsilon=epsilon, stabilizer=1e-9, zero_params=zero_params, canonizers=canonizers)
     layer_rule = _layer_rule(rule, epsilon, zero_params)
     return LayerMapComposite(layer_map_base(stabilizer=1e-9) + [(Convolution, layer_rule), (Linear, layer_rule)],
                              canonizers=canonizers)
-
-
-def _has_resnet_blocks(model: nn.Module) -> bool:
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    return any(isinstance(m, (BasicBlock, Bottleneck)) for m in model.modules())
 
 
 def unit_relevance(tensor_relevance: torch.Tensor) -> torch.Tensor:
@@ -83,23 +80,41 @@ class RelevanceResult:
 
 
 class RelevanceAnalyzer:
-    """LRP for one model on a private twin. ``layers`` are names of modules whose *output* units are read;
-    a name ending in ``:input`` reads that module's input instead."""
+    """LRP for one model on a private twin. ``layers`` are module paths whose *output* units are read;
+    a name ending in ``:input`` reads that module's input instead. The twin is made for the images'
+    shape (``input_shape``, or the first batch's when not given)."""
 
-    def __init__(self, model: nn.Module, rule: str = "epsilon", epsilon: float = 0.1, zero_bias: bool = False):
+    def __init__(self, model: nn.Module, rule: str = "epsilon", epsilon: float = 0.1, zero_bias: bool = False,
+                 input_shape: tuple[int, ...] | None = None):
         if rule not in RULES:
             raise UserError(f"Unknown LRP rule '{rule}'; choose one of {', '.join(RULES)}.")
         self.rule, self.epsilon, self.zero_bias = rule, epsilon, zero_bias
-        self.twin = clone_model(model)
-        for p in self.twin.parameters():
-            p.requires_grad_(False)
-        self.module_names = {n for n, _ in self.twin.named_modules() if n}
-        self.default_layer = default_layer(self.twin)
+        self.model = model
+        self.graph: ModelGraph | None = None
+        self.twin: nn.Module | None = None
+        self.bn_pairs: list[tuple[str, str]] = []
+        if input_shape is not None:
+            self.prepare(input_shape)
+
+    def prepare(self, input_shape) -> "RelevanceAnalyzer":
+        """Trace the model for images of ``input_shape`` and make the twin (once)."""
+        if self.graph is None or self.graph.input_shape != tuple(input_shape):
+            self.graph = graph_of(self.model, input_shape)
+            self.twin, self.bn_pairs = lrp_twin(self.model, self.graph)
+        return self
+
+    @property
+    def default_layer(self) -> str:
+        """The classifier's input (:meth:`core.graph.ModelGraph.default_layer`)."""
+        if self.graph is None:
+            raise UserError("The analyzer does not know the input shape yet; call prepare(input_shape) first.")
+        return self.graph.default_layer()
 
     def check_layers(self, layers: list[str]) -> list[str]:
+        if self.graph is None:
+            raise UserError("The analyzer does not know the input shape yet; call prepare(input_shape) first.")
         for name in layers:
-            if name.split(":")[0] not in self.module_names:
-                raise UserError(f"The model has no layer '{name}'; layers are: {', '.join(sorted(self.module_names))}.")
+            self.graph.tensor(name)
         return list(layers)
 
     def relevance(self, images: torch.Tensor, target: str | int | torch.Tensor = "pred",
@@ -108,6 +123,7 @@ class RelevanceAnalyzer:
         """LRP started at ``target``: "pred" (the model's prediction), "true" (``labels``), a class
         index, or a tensor of per-image classes. ``input_heatmaps=False`` stops the backward pass at
         the analysed layers (much faster; ``.input`` is then empty)."""
+        self.prepare(tuple(images.shape[1:]))
         layers = self.check_layers(layers if layers is not None else [self.default_layer])
         parts = [self._batch(images[i:i + batch_size], self._targets_for(target, labels, i, batch_size), layers,
                              input_heatmaps) for i in range(0, len(images), batch_size)]
@@ -130,7 +146,7 @@ class RelevanceAnalyzer:
         x = images.to(device).clone().requires_grad_(True)
         captured: dict[str, torch.Tensor] = {}
         handles = [self._tap(name, captured) for name in layers]
-        composite = make_composite(self.twin, self.rule, self.epsilon, self.zero_bias)
+        composite = make_composite(self.bn_pairs, self.rule, self.epsilon, self.zero_bias)
         try:
             with composite.context(self.twin) as model:
                 logits, targets, start = self._forward(model, x, target)
@@ -185,12 +201,13 @@ class RelevanceAnalyzer:
         """Mean relevance flowing from each selected ``upper`` unit j to each selected ``lower`` unit i:
         LRP restarted from R_j alone (all other upper units zeroed) and read at ``lower``.
         Returns a (len(lower_units), len(upper_units)) tensor."""
+        self.prepare(tuple(images.shape[1:]))
         self.check_layers([lower, upper])
         device = next(self.twin.parameters()).device
         x = images.to(device).clone().requires_grad_(True)
         captured: dict[str, torch.Tensor] = {}
         handles = [self._tap(lower, captured), self._tap(upper, captured)]
-        composite = make_composite(self.twin, self.rule, self.epsilon, self.zero_bias)
+        composite = make_composite(self.bn_pairs, self.rule, self.epsilon, self.zero_bias)
         flows = torch.zeros(len(lower_units), len(upper_units))
         try:
             with composite.context(self.twin) as model:

@@ -17,18 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.compute import pick_device, predict_logits, stage_names
+from core.compute import pick_device, predict_logits
 from core.data import DATASETS, AnalysisPool, ImageSet, dataset_available, dataset_info, load_split, split_heldout
 from core.errors import UserError
 from core.evaluate import Evaluation, membership_inference, summarize
 from core.models import (ARCHITECTURES, ASSETS_DIR, ModelCard, build_model, card_path, layer_table,
-                         load_checkpoint, save_checkpoint, shipped_checkpoints, state_checksum)
+                         load_checkpoint, read_card, save_checkpoint, shipped_checkpoints, state_checksum)
 from core.paths import NeuronPath
 from core.relevance import RelevanceAnalyzer
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_UPLOAD_MB = 200
-UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".onnx", ".pt2")
+UPLOAD_EXTRAS = (".json", ".data")               # a model card, an ONNX file's external weights
 TRAINABLE_ARCHS = ("cnn", "mlp", "allcnn")      # small enough to train on a CPU from the page
 DEFAULT_MODEL = "shipped:digits/cnn"             # works offline, no files beyond the repository
 POOL_PER_CLASS, SPLIT_SEED = 100, 0
@@ -110,33 +111,68 @@ def _card_for(arch: str, dataset: str, data_dir: str | None = None, **extra) -> 
 
 
 def read_uploaded_checkpoint(data: bytes, filename: str, arch: str, dataset: str, data_dir: str | None = None,
-                             max_mb: int = MAX_UPLOAD_MB, device: str = "auto") -> LoadedModel:
-    """A user's checkpoint (safetensors or torch state_dict) for a named architecture and dataset.
+                             max_mb: int = MAX_UPLOAD_MB, device: str = "auto",
+                             extra_files: dict[str, bytes] | None = None) -> LoadedModel:
+    """A model file the user uploads: a whole model (ONNX, ``.pt2``) or weights (safetensors, torch
+    state_dict) for the named architecture. ``extra_files``: what was uploaded with it, by name:
+    its model card (``*.json``) and an ONNX file's external weights (``*.onnx.data``).
 
-    Raises UserError with one sentence for a file that is too large, empty, of the wrong kind or
-    that does not fit the architecture; nothing is kept in that case."""
-    size_mb = len(data) / 2 ** 20
+    The model's own card comes first (embedded in a safetensors file, or the uploaded JSON):
+    it names the dataset, classes and input shape; ``arch`` and ``dataset`` are used only for a
+    file without one. Raises UserError with one sentence for a file that is too large, empty, of
+    the wrong kind, unsafe (TorchScript, pickled model), or that does not fit; nothing is kept."""
+    size_mb = (len(data) + sum(len(v) for v in (extra_files or {}).values())) / 2 ** 20
     if len(data) == 0:
         raise UserError(f"'{filename}' is empty.")
     if size_mb > max_mb:
         raise UserError(f"'{filename}' is {size_mb:.0f} MB; the upload limit is {max_mb} MB.")
     suffix = Path(filename).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
-        raise UserError(f"'{filename}' is not a checkpoint; upload a {', '.join(UPLOAD_SUFFIXES)} file.")
-    if arch not in ARCHITECTURES:
-        raise UserError(f"Unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}.")
-    card = _card_for(arch, dataset, data_dir, command=f"uploaded {filename}", created=dt.date.today().isoformat())
+        raise UserError(f"'{filename}' is not a model file; upload a {', '.join(UPLOAD_SUFFIXES)} file.")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        path = Path(tmp) / _safe_name(filename)
         path.write_bytes(data)
+        for name, content in (extra_files or {}).items():
+            target = card_path(path) if name.lower().endswith(".json") else Path(tmp) / _safe_name(name)
+            target.write_bytes(content)
+        kind = _upload_kind(path, filename)
+        if kind == "weights" and arch not in ARCHITECTURES and read_card(path) is None:
+            raise UserError(f"Unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+        fallback = _card_for(arch if kind == "weights" else path.stem, dataset, data_dir, command=f"uploaded {filename}",
+                             created=dt.date.today().isoformat(), notes={"format": kind})
         try:
-            model, card = load_checkpoint(path, card)
+            model, card = load_checkpoint(path, fallback)
         except UserError as exc:
-            raise UserError(str(exc).replace(f"'{path.name}'", f"'{filename}'")) from exc
+            message = str(exc).replace(f"'{path.name}'", f"'{filename}'")
+            if kind == "weights" and "does not fit" in message and read_card(path) is None:
+                message = message.rstrip(".") + f"; is it a {arch} trained on {dataset}? Choose the ones it was made with."
+            raise UserError(message) from exc
+    ok, reason = dataset_available(card.dataset, data_dir)
+    if not ok:
+        raise UserError(f"'{filename}' was trained on {card.dataset} (its model card says so), whose data is not on "
+                        f"this machine: {reason}")
     model = model.to(pick_device(device)).eval()
     checksum = state_checksum(model)
-    return LoadedModel(f"uploaded:{checksum[:12]}", f"{dataset} / {arch} (uploaded {filename})", model, card,
-                       f"uploaded file {filename}", checksum)
+    what = card.arch if kind == "weights" else f"{kind.upper() if kind == 'onnx' else '.pt2'} model"
+    return LoadedModel(f"uploaded:{checksum[:12]}", f"{card.dataset} / {what} (uploaded {filename})", model, card,
+                       f"uploaded file {filename}", checksum, extra={"format": kind})
+
+
+def _safe_name(name: str) -> str:
+    """A file name without folders or odd characters (uploaded names are not trusted)."""
+    import re
+
+    base = Path(name).name
+    return re.sub(r"[^A-Za-z0-9._-]", "_", base) or "upload"
+
+
+def _upload_kind(path: Path, filename: str) -> str:
+    from core.models import model_format
+
+    try:
+        return model_format(path)
+    except UserError as exc:
+        raise UserError(str(exc).replace(f"'{path.name}'", f"'{filename}'")) from exc
 
 
 def train_new_model(dataset: str, arch: str, epochs: int, seed: int = 0, data_dir: str | None = None,
@@ -193,25 +229,19 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def analysable_layers(model: nn.Module) -> list[str]:
-    """Stages whose output units can be analysed and perturbed: activations (ReLU) and residual
-    blocks, in forward order, always including the classifier's input stage."""
-    from core.models import default_layer
+def analysable_layers(model: nn.Module, card: ModelCard) -> list[str]:
+    """Tensors whose units can be analysed and perturbed (:meth:`core.graph.ModelGraph.analysable_layers`)."""
+    from core.graph import graph_of
 
-    names = [n for n, m in model.named_children() if isinstance(m, (nn.ReLU, nn.Sequential))]
-    last = default_layer(model)
-    if last not in names and ":" not in last:
-        names.append(last)
-    order = stage_names(model)
-    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+    return graph_of(model, tuple(card.input_shape)).analysable_layers()
 
 
 def unit_word(model: nn.Module, card: ModelCard, layer: str) -> str:
     """'channel' for a layer with a spatial map (relevance summed over positions), else 'unit'."""
-    for row in layer_table(_on_cpu(model), tuple(card.input_shape)):
-        if row["layer"] == layer:
-            return "channel" if len(row["output_shape"]) == 3 else "unit"
-    return "unit"
+    from core.graph import graph_of
+
+    graph = graph_of(model, tuple(card.input_shape))
+    return "channel" if len(graph.shape(graph.tensor(layer))) == 3 else "unit"
 
 
 # ----------------------------------------------------------------------------- data
@@ -335,21 +365,35 @@ def path_overlap(paths: dict[int, NeuronPath], forget_class: int) -> tuple[list[
 
 
 # ----------------------------------------------------------------------------- export
+def model_file_format(lm: LoadedModel) -> str:
+    """The format a model came in and its unlearned copy is written in: ``onnx``, ``pt2`` or
+    ``safetensors`` (weights for a named architecture)."""
+    fmt = lm.extra.get("format") or lm.card.notes.get("format", "weights")
+    return fmt if fmt in ("onnx", "pt2") else "safetensors"
+
+
 def export_unlearned(model: nn.Module, card: ModelCard, forget_class: int, config: dict, report: dict,
-                     source: str) -> tuple[bytes, str, str]:
-    """(safetensors bytes, model card JSON, report JSON) of an unlearned model, written with
-    :func:`core.models.save_checkpoint` into a temporary folder (no project file is touched)."""
-    notes = {"unlearned_from": source, "forget_class": forget_class, "parameters": config,
+                     source: str, fmt: str = "safetensors") -> tuple[bytes, str, str]:
+    """(model file bytes, model card JSON, report JSON) of an unlearned model in ``fmt``
+    (``safetensors`` with the card in its metadata, ``onnx`` or ``pt2``), written into a temporary
+    folder (no project file is touched)."""
+    from core.formats import save_exported, save_onnx
+
+    notes = {"unlearned_from": source, "forget_class": forget_class, "parameters": config, "format": fmt,
+             "source_format": card.notes.get("format", "weights"),
              "metrics": {k: v for k, v in report.items() if k.startswith(("forget_acc", "retain_acc"))},
              "accuracy_on": "evaluation set (held-out, disjoint from the analysis pool)"}
     new_card = ModelCard(**{**card.__dict__, "per_class_accuracy": [round(a, 4) for a in report.get("per_class_after", [])],
                             "test_accuracy": None, "command": "unlearned in the dashboard",
                             "created": dt.date.today().isoformat(), "notes": notes})
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_checkpoint(model, new_card, Path(tmp) / "unlearned.safetensors")
+        if fmt == "safetensors":
+            path = save_checkpoint(model, new_card, Path(tmp) / "unlearned.safetensors")
+        else:
+            writer = save_onnx if fmt == "onnx" else save_exported
+            path = writer(_on_cpu(model), Path(tmp) / f"unlearned.{fmt}", tuple(card.input_shape))
         weights = path.read_bytes()
-        card_json = card_path(path).read_text()
-    return weights, card_json, json.dumps(report, indent=2)
+    return weights, new_card.to_json() + "\n", json.dumps(report, indent=2)
 
 
 # ----------------------------------------------------------------------------- benchmark files

@@ -12,14 +12,15 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-from core.compute import ActivationCache, LinearRowCache, predict_logits, stage_index_of
+from core.compute import ActivationCache, LinearRowCache, predict_logits
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
-from core.erase import candidate_layers, choose_layers
+from core.erase import choose_layers
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize, wrong_retain_answers
+from core.graph import Cut, ModelGraph, graph_of
 from core.models import clone_model
 from core.paths import NeuronPath, find_path
-from core.perturb import ParamEdit, PerturbationSpec, apply_edits, edit_in_place, first_changed_stage, plan_edits
+from core.perturb import ParamEdit, PerturbationSpec, apply_edits, edit_cut, edit_in_place, plan_edits
 from core.relabel import Relabelling, relabel
 from core.relevance import RelevanceAnalyzer
 
@@ -111,6 +112,16 @@ class UnlearnResult:
         return self.seconds["total"]
 
 
+def check_model_fits(model: nn.Module, info) -> ModelGraph:
+    """The model's graph for the dataset's images; one sentence when its output width differs from
+    the dataset's class count (or the images' shape does not fit, :class:`core.graph.ModelGraph`)."""
+    graph = graph_of(model, info.input_shape)
+    if graph.num_classes != info.num_classes:
+        raise UserError(f"The model gives {graph.num_classes} class scores but the dataset has {info.num_classes} "
+                        "classes; choose the dataset the model was trained on.")
+    return graph
+
+
 def check_class(forget_class: int, num_classes: int) -> int:
     if not 0 <= int(forget_class) < num_classes:
         raise UserError(f"Class {forget_class} is out of range; the model has {num_classes} classes (0-{num_classes - 1}).")
@@ -141,6 +152,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     forget_class = check_class(forget_class, pool.info.num_classes)
     config = config or default_config()
     start = time.perf_counter()
+    graph = check_model_fits(model, pool.info)
     analyzer = analyzer or RelevanceAnalyzer(model, config.rule, config.epsilon)
     layers = list(config.layers) if config.layers else None
     calibrate = config.h == "calibrate"
@@ -152,13 +164,12 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         raise UserError("target 'auto' is chosen on the validation part of the pool; it needs h='calibrate'.")
     if calibrate:
         ranked, candidates = path, (["out", "both"] if config.target == "auto" else [config.target])
-        starts = {t: _first_stage(model, ranked, replace(config, target=t), val.info.input_shape) for t in candidates}
-        keep = tuple(stage_index_of(model, n) for n in candidate_layers(model)[:config.erase_max_layers_few_errors]) \
-            if config.erase == "auto" else ()        # the erasure's val pass starts from these (deeper: a head pass)
-        val_cache = ActivationCache.build(model, val.images, min(starts.values()), keep=keep)   # shared by every candidate
+        cuts = {t: _first_cut(model, graph, ranked, replace(config, target=t)) for t in candidates}
+        first = min(cuts.values(), key=lambda cut: cut.position)
+        val_cache = ActivationCache.build(model, graph, val.images, first)   # shared by every candidate
         for target in candidates:   # "auto": the forget-class weights alone when they forget the validation images
             config = replace(config, target=target)
-            path = calibrate_path(model, ranked, val, config, val_cache.advanced(model, starts[target]))
+            path = calibrate_path(model, ranked, val, config, val_cache.advanced(model, cuts[target]))
             if path.settings["validation_forget_acc"] <= config.auto_out_max_forget:
                 break
     analysed = time.perf_counter()
@@ -172,7 +183,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     if "auto" in (config.erase, config.relabel):
         original_logits = val_cache.tail_logits(model) if val_cache is not None else predict_logits(model, val.images)
     if config.erase == "auto":
-        erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, val_cache, original_logits)
+        erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, original_logits)
     erased_at = time.perf_counter()
     relabelling = None
     if config.relabel == "auto":
@@ -195,15 +206,15 @@ def erasure_depth(original_val_logits: torch.Tensor, val: AnalysisPool, forget_c
 
 
 def erase_class_direction(perturbed: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,
-                          forget_class: int, config: UnlearnConfig, val_cache: ActivationCache | None = None,
+                          forget_class: int, config: UnlearnConfig,
                           original_val_logits: torch.Tensor | None = None) -> tuple[list[str], nn.Module]:
     """:func:`core.erase.choose_layers` with ``config``'s erasure settings, to the depth
     :func:`erasure_depth` allows: (erased layers, erased copy)."""
     if original_val_logits is None:
         original_val_logits = predict_logits(original, val.images)
     return choose_layers(perturbed, fit, val, forget_class, erasure_depth(original_val_logits, val, forget_class, config),
-                         config.erase_budget, config.erase_shrinkage, seed=config.seed, val_cache=val_cache,
-                         error_share=config.erase_error_share)
+                         config.erase_budget, config.erase_shrinkage, seed=config.seed,
+                         error_share=config.erase_error_share, graph=graph_of(original, fit.info.input_shape))
 
 
 def relabel_forget_images(erased: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,
@@ -217,10 +228,10 @@ def relabel_forget_images(erased: nn.Module, original: nn.Module, fit: AnalysisP
 CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def _first_stage(model: nn.Module, ranked: NeuronPath, config: UnlearnConfig, input_shape) -> int:
-    """The earliest stage the full ranked path would edit under ``config``."""
-    edits = plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, config.spec(), input_shape)
-    return first_changed_stage(model, edits)
+def _first_cut(model: nn.Module, graph: ModelGraph, ranked: NeuronPath, config: UnlearnConfig) -> Cut:
+    """The cut before the earliest layer the full ranked path would edit under ``config``."""
+    edits = plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, config.spec(), graph.input_shape)
+    return edit_cut(graph, edits)
 
 
 def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, config: UnlearnConfig,
@@ -230,8 +241,9 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
     ``margin_steps`` shares further while the budget allows (a safety margin: the validation part
     holds few forget images). Shares grow on one working copy, each step editing only new units."""
     spec, shape, forget = config.spec(), val.info.input_shape, ranked.forget_class
+    graph = graph_of(model, shape)
     full_edits = plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape)
-    cache = cache or ActivationCache.build(model, val.images, first_changed_stage(model, full_edits))
+    cache = cache or ActivationCache.build(model, graph, val.images, edit_cut(graph, full_edits))
     base = summarize(cache.tail_logits(model), val.labels, forget)
     working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
     rows_cache = _row_edit_cache(model, cache, full_edits)
@@ -245,7 +257,7 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
         for name, units in new_units.items():
             done[name].update(units)
         if rows_cache is not None:
-            logits = rows_cache.recomputed_logits(working, _edited_rows(model, edits, rows_cache.start))
+            logits = rows_cache.recomputed_logits(working, _edited_rows(edits, rows_cache.layer))
         else:
             logits = cache.tail_logits(working)
         score = summarize(logits, val.labels, forget)
@@ -263,42 +275,60 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, conf
     return best
 
 
-def _edited_rows(model: nn.Module, edits: list[ParamEdit], stage: int) -> list[int] | None:
-    """The rows ``edits`` change in top-level stage ``stage``; None when an edit there is not by rows."""
-    here = [e for e in edits if stage_index_of(model, e.param) == stage]
+def _edited_rows(edits: list[ParamEdit], layer: str) -> list[int] | None:
+    """The rows ``edits`` change in module ``layer``; None when an edit there is not by rows."""
+    here = [e for e in edits if e.param.rsplit(".", 1)[0] == layer]
     if any(e.rows is None or e.cols is not None for e in here):
         return None
     return sorted({r for e in here for r in e.rows})
 
 
 def _row_edit_cache(model: nn.Module, cache: ActivationCache, edits: list[ParamEdit]) -> LinearRowCache | None:
-    """A :class:`LinearRowCache` over ``cache``'s first stage when it is a Linear layer whose rows
-    alone are edited (then only those rows need recomputing), else None."""
-    if not isinstance(model, nn.Sequential) or cache.start >= len(model) or not isinstance(model[cache.start], nn.Linear):
+    """A :class:`LinearRowCache` over the layer right after ``cache``'s cut when it is a Linear
+    layer whose rows alone are edited (then only those rows need recomputing), else None."""
+    graph = cache.graph
+    if cache.cut.position >= len(graph.nodes):
         return None
-    rows = _edited_rows(model, edits, cache.start)
-    return None if rows is None else LinearRowCache.build(model, cache.activations, cache.start, rows)
+    node = graph.nodes[cache.cut.position]
+    if node.op != "call_module" or not isinstance(graph.modules[node.target], nn.Linear):
+        return None
+    if len(graph._calls[node.target]) != 1:
+        return None
+    rows = _edited_rows(edits, node.target)
+    return None if rows is None else LinearRowCache.build(model, cache, node.target, rows)
 
 
 class PerturbationExplorer:
     """Re-evaluate one selected path under many perturbation settings, fast.
 
-    The evaluation set's activations are cached at the input of the earliest stage the edits touch;
-    each call copies the model, applies the edits and runs only the remaining stages. When that
-    stage is a Linear layer whose rows alone change, its output is cached too and only the edited
+    The evaluation set's live tensors are cached at the cut before the earliest layer the edits
+    touch (:mod:`core.graph`: one tensor for a chain, skip connections too in a residual network);
+    each call copies the model, applies the edits and runs only the part after the cut. When that
+    layer is a Linear layer whose rows alone change, its output is cached too and only the edited
     rows are updated (:class:`core.compute.LinearRowCache`)."""
 
     def __init__(self, model: nn.Module, path: NeuronPath, eval_set: ImageSet, base: PerturbationSpec):
         self.model, self.path, self.eval_set, self.base = model, path, eval_set, base
         self.input_shape = eval_set.info.input_shape
+        self.graph = graph_of(model, self.input_shape)
         edits = plan_edits(model, path.units, path.forget_class, base, self.input_shape)
-        self.cache = ActivationCache.build(model, eval_set.images, first_changed_stage(model, edits))
+        self.cache = ActivationCache.build(model, self.graph, eval_set.images, edit_cut(self.graph, edits))
         self.rows_cache = _row_edit_cache(model, self.cache, edits)
+
+    @property
+    def reuse(self) -> dict:
+        """How much of the model a slider step skips: the operations before the cut, of all, and
+        whether the step is a full evaluation (the earliest edit is the first operation)."""
+        total = sum(1 for n in self.graph.nodes if n.op not in ("placeholder", "output", "get_attr"))
+        skipped = sum(1 for n in self.graph.nodes[:self.cache.cut.position]
+                      if n.op not in ("placeholder", "output", "get_attr"))
+        return {"skipped": skipped, "total": total, "full": skipped == 0, "cached": list(self.cache.cut.live),
+                "rows": self.rows_cache is not None}
 
     def variant(self, **changes) -> tuple[nn.Module, PerturbationSpec]:
         spec = replace(self.base, **changes)
         edits = plan_edits(self.model, self.path.units, self.path.forget_class, spec, self.input_shape)
-        if first_changed_stage(self.model, edits) < self.cache.start:
+        if edit_cut(self.graph, edits).position < self.cache.cut.position:
             raise UserError("This target changes layers before the cached activations; build a new explorer.")
         return apply_edits(self.model, edits, spec), spec
 

@@ -83,23 +83,33 @@ with left:
             st.rerun()
 
 with right:
-    st.subheader("Upload a checkpoint")
-    st.caption(f"A safetensors file or a torch state_dict (read with weights_only=True), up to {S.MAX_UPLOAD_MB} MB, "
-               "for one of the named architectures.")
+    st.subheader("Upload your model")
+    st.caption(f"A whole model, ONNX (.onnx) or torch.export (.pt2), or weights for one of the named architectures "
+               f"(safetensors, or a state_dict read with weights_only=True), up to {S.MAX_UPLOAD_MB} MB. Add its model "
+               "card (.json) to say which dataset it was trained on; a card inside the file is read first. "
+               "TorchScript and pickled models are refused: they can run code when loaded.")
     c1, c2 = st.columns(2)
-    u_arch = c1.selectbox("Architecture", list(ARCHITECTURES), index=list(ARCHITECTURES).index("cnn"), key="upload_arch")
-    u_dataset = c2.selectbox("Trained on", [d for d in DATASETS if d in datasets], key="upload_dataset")
-    uploaded = st.file_uploader("Checkpoint file", type=[s.lstrip(".") for s in S.UPLOAD_SUFFIXES], key="upload_file",
-                                max_upload_size=S.MAX_UPLOAD_MB)
-    if st.button("Load checkpoint", key="upload_button", disabled=uploaded is None):
+    u_dataset = c1.selectbox("Trained on (if it has no card)", [d for d in DATASETS if d in datasets],
+                             key="upload_dataset")
+    u_arch = c2.selectbox("Architecture (weights only)", list(ARCHITECTURES), index=list(ARCHITECTURES).index("cnn"),
+                          key="upload_arch")
+    uploaded = st.file_uploader("Model file (and its card)", type=[s.lstrip(".") for s in S.UPLOAD_SUFFIXES + S.UPLOAD_EXTRAS],
+                                key="upload_file", max_upload_size=S.MAX_UPLOAD_MB, accept_multiple_files=True)
+    models = [f for f in uploaded or [] if f.name.lower().endswith(S.UPLOAD_SUFFIXES)]
+    if st.button("Load model", key="upload_button", disabled=not models):
         try:
-            loaded = S.read_uploaded_checkpoint(uploaded.getvalue(), uploaded.name, u_arch, u_dataset, common.data_dir())
+            if len(models) > 1:
+                raise UserError(f"Upload one model at a time (got {', '.join(f.name for f in models)}).")
+            extra = {f.name: f.getvalue() for f in uploaded if f is not models[0]}
+            loaded = S.read_uploaded_checkpoint(models[0].getvalue(), models[0].name, u_arch, u_dataset,
+                                                common.data_dir(), extra_files=extra)
         except UserError as exc:
             st.error(str(exc))
         else:
             common.session_models()[loaded.key] = loaded
             common.set_current(loaded.key)
-            st.session_state["model_flash"] = f"Loaded {loaded.name}. It is now the current model."
+            note = "" if loaded.dataset == u_dataset else f" Its model card says it was trained on {loaded.dataset}."
+            st.session_state["model_flash"] = f"Loaded {loaded.name}. It is now the current model.{note}"
             st.rerun()
 
 # ----------------------------------------------------------------------------- model card
@@ -127,6 +137,6 @@ with right:
     if card.command:
         st.markdown("**Made by**")
         st.code(card.command, language="bash", wrap_lines=True)
-st.markdown("**Layers** (top-level stages, output shape for one image)")
+st.markdown("**Layers** (the modules its forward pass calls, in order; output shape for one image)")
 st.dataframe(pd.DataFrame(S.layer_rows(lm.model, lm.card)), hide_index=True, width="stretch", key="model_layers",
              column_config={"parameters": st.column_config.NumberColumn(format="localized")})

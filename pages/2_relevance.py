@@ -17,7 +17,7 @@ st.caption("Layer-wise Relevance Propagation (LRP) starts at the model's predict
            "may look at, never used for training.")
 
 lm = common.current_model()
-layers_all = S.analysable_layers(lm.model)
+layers_all = S.analysable_layers(lm.model, lm.card)
 
 c1, c2, c3 = st.columns([1, 1, 2])
 cls = common.class_selectbox("Class", lm, key="rel_class", container=c1)

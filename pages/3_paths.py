@@ -17,7 +17,7 @@ st.caption("A class's *path* is, per analysed layer, the units that carry its ev
            "Edges show how much relevance flows from a unit to a unit one layer closer to the input.")
 
 lm = common.current_model()
-layers_all = S.analysable_layers(lm.model)
+layers_all = S.analysable_layers(lm.model, lm.card)
 
 c1, c2, c3 = st.columns([1, 2, 1])
 cls = common.class_selectbox("Class", lm, key="path_class", container=c1)

@@ -28,7 +28,7 @@ st.caption("Zero-shot unlearning: the path of the class to forget is found by LR
 lm = common.current_model()
 pool, eval_set = common.heldout(lm.dataset, common.data_dir())
 base = default_config()
-layers_all = S.analysable_layers(lm.model)
+layers_all = S.analysable_layers(lm.model, lm.card)
 default_layers = [layer for layer in (base.layers or [layers_all[-1]]) if layer in layers_all] or layers_all[-1:]
 
 
@@ -88,7 +88,7 @@ units = {layer: len(sel.units) for layer, sel in result.path.selections.items()}
 st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
            f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
            + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
-           + ". Moving the slider re-runs only the layers after the perturbed one, from cached activations. "
+           + ". " + common.reuse_sentence(explorer.reuse) + " "
            "The library's default also erases the class direction from the layers before the classifier and "
            "relabels the class's images to their second choice: the slider shows the path perturbation alone, "
            "the button further down adds those steps.")
@@ -210,13 +210,17 @@ def explore() -> None:
     with x2:
         stem = f"{lm.dataset}-{lm.card.arch}-forget{cls}-{method}-{strength:.2f}"
 
+        fmt = S.model_file_format(lm)
+
         def export():
-            return S.export_unlearned(variant, lm.card, cls, report["config"], report, lm.source)
+            return S.export_unlearned(variant, lm.card, cls, report["config"], report, lm.source, fmt)
 
         d1, d2, d3 = st.columns(3)
-        d1.download_button("Checkpoint", data=lambda: export()[0], file_name=f"{stem}.safetensors",
-                           mime="application/octet-stream", key="unl_dl_weights", icon=":material/download:",
-                           help="The unlearned weights (safetensors, model card in the metadata).")
+        d1.download_button("Model" if fmt != "safetensors" else "Checkpoint", data=lambda: export()[0],
+                           file_name=f"{stem}.{fmt}", mime="application/octet-stream", key="unl_dl_weights",
+                           icon=":material/download:",
+                           help="The unlearned model in the format it came in (safetensors with the model card in its "
+                                "metadata; an ONNX or .pt2 model as the same kind of file, its card beside it).")
         d2.download_button("Model card", data=lambda: export()[1], file_name=f"{stem}.json", mime="application/json",
                            key="unl_dl_card", icon=":material/description:")
         d3.download_button("Report", data=lambda: export()[2], file_name=f"{stem}-report.json",

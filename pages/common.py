@@ -210,6 +210,17 @@ def class_selectbox(label: str, lm: S.LoadedModel, key: str, container=st, help:
     return container.selectbox(label, list(range(n)), index=default, format_func=lm.class_label, key=key, help=help)
 
 
+def reuse_sentence(reuse: dict) -> str:
+    """What a slider step re-runs, in words (:attr:`core.unlearn.PerturbationExplorer.reuse`)."""
+    if reuse["full"]:
+        return ("The earliest perturbed layer is the model's first operation, so each slider step evaluates the "
+                "whole model.")
+    tensors = ", ".join(f"`{name}`" for name in reuse["cached"])
+    rows = " (and only the changed rows of the first perturbed layer)" if reuse["rows"] else ""
+    return (f"Moving the slider re-runs {reuse['total'] - reuse['skipped']} of the model's {reuse['total']} operations"
+            f"{rows}, from the evaluation set's cached {tensors}.")
+
+
 def pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
 

@@ -80,3 +80,39 @@ def cifar_split(shared_data):
     if not (shared_data / "cifar10-jpeg.tar.gz").is_file():
         pytest.skip(f"real CIFAR-10 tarball not found at {shared_data}")
     return split_heldout(load_split("cifar10", "test", str(shared_data)), 100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def lenet_digits():
+    """A nested LeNet with BatchNorm and a functional forward (tests/elsewhere.py, not core.models),
+    trained briefly on digits: (model in eval mode, its test accuracy)."""
+    from core.data import load_split
+    from tests.elsewhere import NestedLeNet, train_briefly
+
+    model = train_briefly(NestedLeNet(1, 8), load_split("digits", "train"), epochs=12)
+    test = load_split("digits", "test")
+    with torch.no_grad():
+        accuracy = float((model(test.images).argmax(1) == test.labels).float().mean())
+    return model, accuracy
+
+
+@pytest.fixture(scope="session")
+def lenet_files(lenet_digits, tmp_path_factory):
+    """The trained LeNet as a user brings it: ONNX from both exporters, a .pt2, and the refused
+    kinds (TorchScript, a pickled whole model). No model card: the CLI is told --dataset digits."""
+    import warnings
+
+    model, _ = lenet_digits
+    folder = tmp_path_factory.mktemp("lenet")
+    x = torch.zeros(2, 1, 8, 8)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(folder / "legacy.onnx"), dynamo=False, input_names=["image"],
+                          dynamic_axes={"image": {0: "batch"}})
+        torch.onnx.export(model, (x,), str(folder / "dynamo.onnx"), dynamo=True, dynamic_shapes=({0: batch},))
+        torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch},)), str(folder / "exported.pt2"))
+        torch.jit.trace(model, x).save(str(folder / "scripted.pt"))
+    torch.save(model, folder / "pickled.pt")
+    return {"legacy": folder / "legacy.onnx", "dynamo": folder / "dynamo.onnx", "pt2": folder / "exported.pt2",
+            "torchscript": folder / "scripted.pt", "pickled": folder / "pickled.pt"}

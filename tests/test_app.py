@@ -131,21 +131,72 @@ def test_bad_upload_shows_one_error_and_keeps_the_model():
     assert model_name(at) == "Model card: digits / cnn"
 
 
-def test_upload_for_the_wrong_architecture_is_refused_then_a_good_one_is_used():
-    data = shipped_checkpoint("digits", "cnn").read_bytes()
+def test_upload_of_bare_weights_for_the_wrong_architecture_is_refused_then_a_good_one_is_used(tmp_path):
+    model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
+    torch.save(model.state_dict(), tmp_path / "digits-cnn.pt")          # weights without a card
+    data = (tmp_path / "digits-cnn.pt").read_bytes()
     at = new_app()
     at.selectbox(key="upload_arch").set_value("mlp")
-    at.file_uploader(key="upload_file").set_value(("digits-cnn.safetensors", data, "application/octet-stream"))
+    at.file_uploader(key="upload_file").set_value([("digits-cnn.pt", data, "application/octet-stream")])
     at.run()
     at.button(key="upload_button").click().run()
     assert len(at.error) == 1 and "does not fit this architecture" in at.error[0].value
+    assert "is it a mlp trained on digits?" in at.error[0].value
     assert at.session_state["model_key"] == S.DEFAULT_MODEL
     at.selectbox(key="upload_arch").set_value("cnn").run()
     at.button(key="upload_button").click().run()
     assert not at.error
     assert at.session_state["model_key"].startswith("uploaded:")
-    assert "uploaded digits-cnn.safetensors" in model_name(at)
-    assert "uploaded digits-cnn.safetensors" in sidebar_text(at)
+    assert "uploaded digits-cnn.pt" in model_name(at)
+    assert "uploaded digits-cnn.pt" in sidebar_text(at)
+
+
+def test_upload_reads_the_card_first_and_takes_its_dataset():
+    """A shipped MNIST checkpoint (card in its metadata) uploaded while "digits" is selected: the
+    card names the dataset, the architecture picker is not needed."""
+    shared = require_shared_data()
+    data = shipped_checkpoint("mnist", "cnn").read_bytes()
+    at = new_app()
+    at.selectbox(key="upload_dataset").set_value("digits")
+    at.selectbox(key="upload_arch").set_value("mlp")
+    at.file_uploader(key="upload_file").set_value([("mine.safetensors", data, "application/octet-stream")])
+    at.run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNLEARN_DATA_DIR", str(shared))
+        at.button(key="upload_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["model_key"].startswith("uploaded:")
+    assert "mnist / cnn (uploaded mine.safetensors)" in model_name(at)
+    assert any("trained on mnist" in s.value for s in at.success)
+
+
+def test_upload_of_an_onnx_model_with_its_card_then_unlearn(lenet_files, tmp_path):
+    """A user's LeNet exported to ONNX, uploaded with a model card beside it: it becomes the current
+    model, the layer table shows its own module names, and the Unlearn page forgets the class."""
+    card = {"arch": "my-lenet", "dataset": "digits", "classes": [str(c) for c in range(10)], "input_shape": [1, 8, 8],
+            "mean": [0.0], "std": [1.0]}
+    from core.data import dataset_info
+
+    info = dataset_info("digits")
+    card.update(mean=list(info.mean), std=list(info.std))
+    source = lenet_files["legacy"]
+    checksum = file_checksum(source)
+    at = new_app()
+    at.file_uploader(key="upload_file").set_value([("lenet.onnx", source.read_bytes(), "application/octet-stream"),
+                                                   ("lenet.json", json.dumps(card).encode(), "application/json")])
+    at.run()
+    at.button(key="upload_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert "digits / ONNX model (uploaded lenet.onnx)" in model_name(at)
+    layers = next(d.value for d in at.dataframe if "layer" in d.value.columns)["layer"].tolist()
+    assert "head.fc" in layers and "out" in layers
+    at.session_state["unl_class"] = 4
+    at.switch_page("pages/4_unlearn.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    report = at.session_state["unlearn_report"]
+    assert report["forget_acc_after"] < 0.05 and report["retain_acc_after"] >= report["retain_acc_before"] - 0.01
+    assert any("Moving the slider re-runs" in c.value for c in at.caption)
+    assert file_checksum(source) == checksum
 
 
 def test_read_uploaded_checkpoint_checks_size_kind_and_fit(tmp_path):
@@ -154,9 +205,9 @@ def test_read_uploaded_checkpoint_checks_size_kind_and_fit(tmp_path):
         S.read_uploaded_checkpoint(b"x" * (2 * 2 ** 20), "big.safetensors", "cnn", "digits", max_mb=1)
     with pytest.raises(UserError, match="is empty"):
         S.read_uploaded_checkpoint(b"", "empty.pt", "cnn", "digits")
-    with pytest.raises(UserError, match="not a checkpoint"):
+    with pytest.raises(UserError, match="not a model file"):
         S.read_uploaded_checkpoint(data, "weights.txt", "cnn", "digits")
-    with pytest.raises(UserError, match="'garbage.pt' is neither"):
+    with pytest.raises(UserError, match="'garbage.pt' is not a readable torch file"):
         S.read_uploaded_checkpoint(b"garbage" * 10, "garbage.pt", "cnn", "digits")
     state = tmp_path / "state.pt"
     model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
@@ -249,6 +300,7 @@ def test_unlearn_page_membership_inference_on_demand():
 
 def test_unlearn_page_erases_the_class_direction_on_demand():
     from core.erase import candidate_layers
+    from core.graph import graph_of
     from core.models import load_checkpoint
 
     at = new_app("4_unlearn")
@@ -256,7 +308,7 @@ def test_unlearn_page_erases_the_class_direction_on_demand():
     assert not at.exception
     erasure = at.session_state["unlearn_report"]["erasure"]
     model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
-    assert set(erasure["layers"]) <= set(candidate_layers(model))
+    assert set(erasure["layers"]) <= set(candidate_layers(graph_of(model, (1, 8, 8))))
     assert erasure["original"]["forget_acc"] > 0.5 > erasure["perturbed"]["forget_acc"]
     assert erasure["erased"]["forget_acc"] <= erasure["perturbed"]["forget_acc"] + 0.05
     assert {"original", "perturbed", "erased", "relabelled"} == {
@@ -465,7 +517,7 @@ def test_session_helpers_never_move_or_change_a_shared_model(digits_model):
     checksum = state_checksum(model)
     rows = S.layer_rows(model, card)
     assert rows[0]["layer"] == "conv1" and rows[0]["output shape"] == "32 x 8 x 8"
-    assert S.analysable_layers(model) == ["relu1", "relu2", "relu3"]
+    assert S.analysable_layers(model, card) == ["relu1", "relu2", "relu3"]
     assert S.unit_word(model, card, "relu1") == "channel" and S.unit_word(model, card, "relu3") == "unit"
     pool, _ = S.heldout_data("digits")
     rel = S.class_relevance(model, card, pool, 1, "epsilon", ["relu3"])

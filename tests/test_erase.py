@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from core.erase import _rows, candidate_layers, fit_eraser, fold_eraser
+from core.graph import graph_of
 from core.errors import UserError
 from core.compute import predict_logits
 from core.evaluate import evaluate, wrong_retain_answers
@@ -49,7 +50,7 @@ def test_folded_layer_computes_the_layer_on_erased_inputs(stages):
     keys = set(model.state_dict())
     reference = [p.detach().clone() for p in stages[0].parameters()]
     folded = copy.deepcopy(model)
-    fold_eraser(folded, layer, eraser)
+    fold_eraser(folded, layer, eraser, "1" if len(stages) > 1 else None)
     assert set(folded.state_dict()) == keys            # a bias-free conv passes its shift to the BatchNorm
     weight, bias = reference[0].double().flatten(1), (reference[1].double() if len(reference) > 1 else 0)
     erased_rows = rows - torch.outer((rows - eraser.mu) @ eraser.a, eraser.sigma)
@@ -74,13 +75,13 @@ def _apply_rows(model: nn.Sequential, rows: torch.Tensor) -> torch.Tensor:
 
 def test_candidates_run_from_the_classifier_backwards(mnist_model):
     model, _ = mnist_model
-    assert candidate_layers(model) == ["fc1", "conv2"]     # conv1 reads the pixels: never a candidate
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, groups=4),
+    assert candidate_layers(graph_of(model, (1, 28, 28))) == ["fc1", "conv2"]   # conv1 reads the pixels: never one
+    grouped = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, groups=4, padding=1),
                             nn.Conv2d(4, 4, 3, padding_mode="reflect", padding=1),
-                            nn.Conv2d(4, 8, 1), nn.Flatten(), nn.Linear(8, 2))
-    assert candidate_layers(grouped) == ["3"]          # depthwise and reflect-padded convs cannot be folded
+                            nn.Conv2d(4, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    assert candidate_layers(graph_of(grouped, (4, 4, 4))) == ["3"]   # depthwise and reflect-padded convs cannot be folded
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 2))
-    assert candidate_layers(mlp) == ["3"]              # the first Linear reads the pixels, the last is the classifier
+    assert candidate_layers(graph_of(mlp, (1, 8, 8))) == ["3"]   # the first Linear reads the pixels, the last is the classifier
 
 
 def _probe_recalls(results, eval_set, forget_class: int) -> list[float]:

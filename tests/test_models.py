@@ -34,13 +34,14 @@ def test_shipped_checkpoints_meet_accuracy(shared_data):
     shipped = shipped_checkpoints()
     assert {(p.parent.name, p.stem) for p, _ in shipped} >= {("digits", "cnn"), ("mnist", "cnn"), ("mnist", "allcnn")}
     for path, card in shipped:
-        assert card.command.startswith("python -m core train")
+        assert card.command.startswith(("python -m core train", "python -m benchmarks.third_party_model"))
         assert len(card.per_class_accuracy) == card.num_classes
         if card.dataset in ("digits", "mnist"):   # CIFAR-10 is checked from its card (decoding takes a while)
             model, _ = load_checkpoint(path)
             measured = evaluate(model, load_split(card.dataset, "test", str(shared_data))).overall
             assert abs(measured - card.test_accuracy) < 1e-3
-        assert card.test_accuracy >= floors[card.dataset], (path, card.test_accuracy)
+        third_party = card.command.startswith("python -m benchmarks.third_party_model")   # 2 CPU epochs
+        assert card.test_accuracy >= (0.97 if third_party else floors[card.dataset]), (path, card.test_accuracy)
 
 
 def test_roundtrip_and_never_overwrite(tmp_path, digits_model):
@@ -73,9 +74,12 @@ def test_bad_checkpoints_give_one_sentence(tmp_path, digits_model):
     with pytest.raises(UserError, match="not a readable safetensors"):
         load_checkpoint(corrupt, card)
     wrong_arch = ModelCard(**{**card.__dict__, "arch": "mlp"})
-    path = save_checkpoint(model, card, tmp_path / "cnn.safetensors")
+    bare = tmp_path / "bare.pt"                     # no card of its own: the named architecture is used
+    torch.save(model.state_dict(), bare)
     with pytest.raises(UserError, match="does not fit this architecture"):
-        load_checkpoint(path, wrong_arch)
+        load_checkpoint(bare, wrong_arch)
+    path = save_checkpoint(model, card, tmp_path / "cnn.safetensors")
+    assert load_checkpoint(path, wrong_arch)[1].arch == "cnn"     # the file's own card comes first
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["fc2.weight"][0, 0] = float("nan")
     torch.save(state, tmp_path / "nan.pt")

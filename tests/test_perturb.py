@@ -9,7 +9,8 @@ from torch import nn
 from core.errors import UserError
 from core.evaluate import evaluate
 from core.models import build_model, state_checksum
-from core.perturb import PerturbationSpec, first_changed_stage, perturb, plan_edits
+from core.graph import graph_of
+from core.perturb import PerturbationSpec, edit_cut, perturb, plan_edits
 from core.unlearn import PerturbationExplorer, UnlearnConfig, unlearn
 
 
@@ -69,7 +70,7 @@ def test_cache_equals_full_evaluation(mnist_model, mnist_split):
     pool, eval_set = mnist_split
     result = unlearn(model, pool, 3)
     explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
-    assert explorer.cache.start > 0
+    assert explorer.cache.cut.position > 1 and explorer.reuse["skipped"] > 0
     assert explorer.rows_cache is not None          # fc1's rows change: its output is cached too
     for method, strength in (("zero", 0.3), ("zero", 1.0), ("gaussian", 0.05), ("laplace", 0.02)):
         cached, variant = explorer.evaluate(strength=strength, method=method)
@@ -87,15 +88,16 @@ def test_noise_is_seeded(digits_model):
     assert state_checksum(a) == state_checksum(b) != state_checksum(c)
 
 
-def test_first_changed_stage_and_bad_specs(digits_model):
+def test_edit_cut_and_bad_specs(digits_model):
     model, _ = digits_model
     edits = plan_edits(model, {"relu3": [0]}, 0, PerturbationSpec(target="out"), (1, 8, 8))
-    assert first_changed_stage(model, edits) == [n for n, _ in model.named_children()].index("fc2")
+    graph = graph_of(model, (1, 8, 8))
+    assert edit_cut(graph, edits) == graph.cut_at_module("fc2") and graph.cut_at_module("fc2").live == ("relu3",)
     with pytest.raises(UserError, match="Strength"):
         PerturbationSpec(strength=1.5)
     with pytest.raises(UserError, match="method"):
         PerturbationSpec(method="melt")
-    with pytest.raises(UserError, match="not a top-level stage"):
+    with pytest.raises(UserError, match="has no layer 'nowhere'"):
         plan_edits(model, {"nowhere": [0]}, 0, PerturbationSpec(), (1, 8, 8))
 
 

@@ -1,0 +1,94 @@
+"""Models a user brings from Python, made independently of core.models: the engine on any graph.
+
+A nested LeNet with BatchNorm and a functional forward, and torchvision's own ResNet-18 (its own
+``forward``: pooling, ``torch.flatten``, ``fc``, residual sums), both trained briefly on digits.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from core.errors import UserError
+from core.evaluate import evaluate
+from core.graph import graph_of
+from core.models import state_checksum
+from core.perturb import PerturbationSpec, perturb
+from core.unlearn import PerturbationExplorer, UnlearnConfig, unlearn
+from tests.elsewhere import NestedLeNet, tv_resnet18, train_briefly
+
+
+@pytest.fixture(scope="module")
+def resnet_digits():
+    from core.data import load_split
+
+    torch.manual_seed(0)
+    return train_briefly(tv_resnet18(1), load_split("digits", "train"), epochs=4)
+
+
+def _no_hooks(model: nn.Module) -> bool:
+    return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_nested_lenet_forgets_with_the_default(lenet_digits, digits_split):
+    model, accuracy = lenet_digits
+    pool, eval_set = digits_split
+    assert accuracy > 0.9
+    checksum = state_checksum(model)
+    before = evaluate(model, eval_set, 4)
+    result = unlearn(model, pool, 4)
+    after = evaluate(result.model, eval_set, 4)
+    assert before.forget_acc > 0.9 and after.forget_acc < 0.05
+    assert after.retain_acc >= before.retain_acc - 0.01
+    assert list(result.path.units) == ["out:input"]        # the classifier's input, found from the graph
+    assert set(result.erased_layers) <= {"head.fc", "block.conv"}
+    assert state_checksum(model) == checksum and _no_hooks(model)
+
+
+def test_torchvision_resnet_forgets_and_its_residual_paths_are_silenced(resnet_digits, digits_split):
+    model = resnet_digits
+    pool, eval_set = digits_split
+    checksum = state_checksum(model)
+    before = evaluate(model, eval_set, 4)
+    result = unlearn(model, pool, 4)
+    after = evaluate(result.model, eval_set, 4)
+    assert before.forget_acc > 0.8 and after.forget_acc < 0.05
+    assert after.retain_acc >= before.retain_acc - 0.01
+    assert all(layer.startswith("layer") for layer in result.erased_layers)   # erased inside the residual blocks
+    assert state_checksum(model) == checksum and _no_hooks(model)
+
+    units = [3, 17, 200]           # silencing fc's input units edits every branch of the last residual sums
+    variant = perturb(model, {"fc:input": units}, 4, PerturbationSpec(target="in"), (1, 8, 8))
+    graph = graph_of(model, (1, 8, 8))
+    (features,) = graph.run_probe(variant, eval_set.images[:32], ["flatten"])
+    (original,) = graph.run_probe(model, eval_set.images[:32], ["flatten"])
+    assert torch.count_nonzero(features[:, units]) == 0 and torch.count_nonzero(original[:, units]) > 0
+
+    explorer = PerturbationExplorer(model, result.path, eval_set, replace(result.config.spec(), target="in"))
+    assert len(explorer.cache.cut.live) == 2          # a cut inside the residual stage: the skip is cached too
+    for strength in (0.4, 1.0):
+        cached, variant = explorer.evaluate(strength=strength)
+        assert cached.per_class == evaluate(variant, eval_set, 4).per_class
+
+
+def test_a_model_that_does_not_fit_is_one_sentence(digits_split):
+    pool, _ = digits_split
+    with pytest.raises(UserError, match="gives 5 class scores but the dataset has 10 classes"):
+        unlearn(NestedLeNet(1, 8, classes=5).eval(), pool, 1)
+    with pytest.raises(UserError, match="does not accept inputs of shape 1 x 8 x 8"):
+        unlearn(NestedLeNet(1, 28).eval(), pool, 1)
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            if x.sum() > 0:            # data-dependent control flow: not traceable
+                return self.fc(x.flatten(1))
+            return -self.fc(x.flatten(1))
+
+    with pytest.raises(UserError, match="could not be traced.*torch.export.save"):
+        unlearn(Branchy().eval(), pool, 1, UnlearnConfig())
