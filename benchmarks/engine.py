@@ -53,7 +53,7 @@ def main() -> None:
     full = median_seconds(lambda: evaluate(explorer.variant(strength=0.7)[0], eval_set, 3), args.repeats)
     cached = median_seconds(lambda: explorer.evaluate(strength=0.7), args.repeats)
     print(f"| full evaluation of a perturbed model ({len(eval_set)} images) | {full:.4f} |")
-    print(f"| cached re-evaluation after a strength change (from stage {explorer.cache.start}) | {cached:.4f} |")
+    print(f"| cached re-evaluation after a strength change (from the cached {', '.join(explorer.cache.cut.live)}) | {cached:.4f} |")
     print(f"| ratio full / cached | {full / cached:.1f}x |")
 
     print("\n| LRP (epsilon rule, classifier-input layer) | seconds per 1,000 images |\n|---|---|")

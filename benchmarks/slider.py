@@ -49,7 +49,8 @@ def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:
         variant_part.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(total), "min_s": min(total), "max_s": max(total),
             "variant_median_s": statistics.median(variant_part), "explorer_build_s": build,
-            "cache_start_stage": explorer.cache.start, "cached_shape": tuple(explorer.cache.activations.shape),
+            "cached": ", ".join(explorer.cache.cut.live),
+            "cached_shape": [tuple(t.shape) for t in explorer.cache.activations],
             "units": {k: len(v) for k, v in result.path.units.items()}, "eval_images": len(eval_set),
             "threads": torch.get_num_threads()}
 
@@ -94,7 +95,7 @@ def main() -> int:
           f"{c['threads']} torch threads, units {c['units']}")
     print(f"  median {1000 * c['median_s']:.0f} ms (min {1000 * c['min_s']:.0f}, max {1000 * c['max_s']:.0f}) "
           f"over {args.repeats} strengths; of which copy+perturb {1000 * c['variant_median_s']:.0f} ms; "
-          f"cache at stage {c['cache_start_stage']} {c['cached_shape']}, built once in {c['explorer_build_s']:.1f} s")
+          f"cache at {c['cached']} {c['cached_shape']}, built once in {c['explorer_build_s']:.1f} s")
     p = page_times(args.data_dir, args.page_runs, args.forget)
     print(f"page: AppTest slider set_value + run (whole script), {len(p['values'])} new values")
     print(f"  median {1000 * p['median_s']:.0f} ms (min {1000 * p['min_s']:.0f}, max {1000 * p['max_s']:.0f}); "

@@ -17,7 +17,9 @@ common.ensure_navigation()
 METHOD_LABELS = {"zero": "zero (scale weights by 1 - strength)", "gaussian": "Gaussian noise (GN)",
                  "laplace": "Laplace noise (LN)"}
 H_MODES = {"share": "share of layer", "auto": "auto (coverage)", "calibrate": "calibrated"}
-TARGET_LABELS = {"in": "incoming weights", "out": "outgoing weight to the class", "both": "both"}
+TARGET_LABELS = {"auto": "auto: outgoing first, all where needed", "in": "incoming weights",
+                 "out": "outgoing weight to the class", "both": "both"}
+TARGET_OPTIONS = ("auto",) + TARGETS
 
 st.title("Unlearn a class")
 st.caption("Zero-shot unlearning: the path of the class to forget is found by LRP on a few held-out images "
@@ -43,11 +45,14 @@ first_width = int(widths.get(default_layers[0], "512").split(" x ")[0])
 c1, c2, c3 = st.columns(3)
 cls = common.class_selectbox("Forget class", lm, key="unl_class", container=c1,
                              help="The class the model should no longer recognise.")
-target = c2.selectbox("Weights to perturb", TARGETS, index=TARGETS.index(base.target if base.target in TARGETS else "both"),
+target = c2.selectbox("Weights to perturb", TARGET_OPTIONS,
+                      index=TARGET_OPTIONS.index(base.target if base.target in TARGET_OPTIONS else "both"),
                       key="unl_target",
                       format_func=TARGET_LABELS.get,
                       help="incoming: the rows producing the selected units; outgoing: their weight to the forget "
-                           "class (to every class in a hidden layer); both: the two together.")
+                           "class (to every class in a hidden layer); both: the two together; auto (the library's "
+                           "default, with a calibrated H): outgoing when that forgets the pool's validation images, "
+                           "else both.")
 selection = c3.selectbox("Unit selection", ["contrast", "frequency"],
                          index=["contrast", "frequency"].index(base.selection), key="unl_selection",
                          help="frequency: the authors' top-K counting; contrast: units relevant for this class but "
@@ -88,7 +93,7 @@ units = {layer: len(sel.units) for layer, sel in result.path.selections.items()}
 st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
            f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
            + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
-           + ". " + common.reuse_sentence(explorer.reuse) + " "
+           + f"; weights perturbed: {TARGET_LABELS[result.config.target]}. " + common.reuse_sentence(explorer.reuse) + " "
            "The library's default also erases the class direction from the layers before the classifier and "
            "relabels the class's images to their second choice: the slider shows the path perturbation alone, "
            "the button further down adds those steps.")

@@ -83,28 +83,31 @@ def cifar_split(shared_data):
 
 
 @pytest.fixture(scope="session")
-def lenet_digits():
+def lenet_mnist(shared_data):
     """A nested LeNet with BatchNorm and a functional forward (tests/elsewhere.py, not core.models),
-    trained briefly on digits: (model in eval mode, its test accuracy)."""
+    trained for 2 epochs on a seeded 12,000-image subset of MNIST's training split (seconds):
+    (model in eval mode, its test accuracy)."""
     from core.data import load_split
     from tests.elsewhere import NestedLeNet, train_briefly
 
-    model = train_briefly(NestedLeNet(1, 8), load_split("digits", "train"), epochs=12)
-    test = load_split("digits", "test")
+    train = load_split("mnist", "train", str(shared_data))
+    train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:12000])
+    model = train_briefly(NestedLeNet(1, 28), train, epochs=2)
+    test = load_split("mnist", "test", str(shared_data))
     with torch.no_grad():
         accuracy = float((model(test.images).argmax(1) == test.labels).float().mean())
     return model, accuracy
 
 
 @pytest.fixture(scope="session")
-def lenet_files(lenet_digits, tmp_path_factory):
+def lenet_files(lenet_mnist, tmp_path_factory):
     """The trained LeNet as a user brings it: ONNX from both exporters, a .pt2, and the refused
-    kinds (TorchScript, a pickled whole model). No model card: the CLI is told --dataset digits."""
+    kinds (TorchScript, a pickled whole model). No model card: the CLI is told --dataset mnist."""
     import warnings
 
-    model, _ = lenet_digits
+    model, _ = lenet_mnist
     folder = tmp_path_factory.mktemp("lenet")
-    x = torch.zeros(2, 1, 8, 8)
+    x = torch.zeros(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
