@@ -29,7 +29,8 @@ def _count(value: str) -> int | float | str:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH")
-    parser.add_argument("--arch", default="cnn", help="mlp, cnn, allcnn, vgg11, vgg16, resnet18, resnet50 or a torchvision name")
+    parser.add_argument("--arch", default="cnn", help="mlp, cnn, allcnn, vgg11, vgg16, resnet18, resnet50 (the project's), or a torchvision "
+                             "classifier by name, e.g. torchvision:resnet18 for torchvision's own class and forward")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset (else $UNLEARN_DATA_DIR, else download)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     parser.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.graph import Cut, ModelGraph
+from core.graph import GATE, Cut, ModelGraph
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -41,7 +41,8 @@ def model_device(model: nn.Module) -> torch.device:
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for ``images`` in batches, on the model's device, returned on the CPU."""
     device = model_device(model)
-    outputs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    with GATE.run():
+        outputs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -52,6 +54,48 @@ RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
 MEAN_FUNCTIONS = {torch.mean}
+
+
+class _TracingGate:
+    """torch.fx's symbolic tracing patches ``nn.Module.__call__`` for the whole process while it
+    runs, so a model that another thread (another dashboard session) runs at that moment would go
+    through the tracer and fail. Model runs share this gate; tracing takes it alone."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._runs = 0
+        self._tracing = False
+
+    @contextmanager
+    def run(self):
+        """Around running a model: waits while a trace is under way."""
+        with self._condition:
+            while self._tracing:
+                self._condition.wait()
+            self._runs += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._runs -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def trace(self):
+        """Around tracing: waits until no model runs, and keeps new runs waiting."""
+        with self._condition:
+            while self._tracing or self._runs:
+                self._condition.wait()
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._tracing = False
+                self._condition.notify_all()
+
+
+GATE = _TracingGate()
 
 
 @dataclass(frozen=True)
@@ -83,12 +127,13 @@ class ModelGraph:
     def __init__(self, model: nn.Module, input_shape: Iterable[int]):
         self.input_shape = tuple(int(d) for d in input_shape)
         private = copy.deepcopy(model).eval()
-        self.module = _trace(private)
+        with GATE.trace():
+            self.module = _trace(private)
         for node in self.module.graph.nodes:
             if node.op == "placeholder" and node is not next(iter(self.module.graph.nodes)):
                 raise UserError("The model takes more than one input; Unlearning Lab needs a model of one image batch.")
         try:
-            with torch.no_grad():
+            with torch.no_grad(), GATE.run():
                 ShapeProp(self.module).propagate(torch.zeros(2, *self.input_shape))
         except Exception as exc:  # noqa: BLE001 - any failure here means the input shape does not fit
             raise UserError(f"The model does not accept inputs of shape {' x '.join(map(str, self.input_shape))} "
@@ -373,7 +418,8 @@ class ModelGraph:
         if not names:
             return ()
         part, device = self.probe(names), _device(model)
-        chunks = [part(model, images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        with GATE.run():
+            chunks = [part(model, images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         if not chunks:
             return tuple(images[:0] for _ in names)
         return tuple(torch.cat([c[k] for c in chunks]) for k in range(len(names)))
@@ -383,7 +429,8 @@ class ModelGraph:
         """Logits of ``model`` from the live tensors at ``cut``, on the CPU."""
         part = self.tail(cut)
         n = len(live[0]) if live else 0
-        outputs = [part(model, *(t[i:i + batch_size] for t in live)).float().cpu() for i in range(0, n, batch_size)]
+        with GATE.run():
+            outputs = [part(model, *(t[i:i + batch_size] for t in live)).float().cpu() for i in range(0, n, batch_size)]
         return torch.cat(outputs) if outputs else torch.empty(0, self.num_classes)
 
     @torch.no_grad()
@@ -394,7 +441,8 @@ class ModelGraph:
             return live
         part = self.segment(start, stop)
         n = len(live[0]) if live else 0
-        chunks = [part(model, *(t[i:i + batch_size] for t in live)) for i in range(0, n, batch_size)]
+        with GATE.run():
+            chunks = [part(model, *(t[i:i + batch_size] for t in live)) for i in range(0, n, batch_size)]
         return tuple(torch.cat([c[k] for c in chunks]) for k in range(len(stop.live)))
 
     # ------------------------------------------------------------------ who makes and who reads a unit

@@ -151,6 +151,8 @@ def build_model(arch: str, num_classes: int, input_shape: tuple[int, int, int], 
     torch.manual_seed(seed)
     if arch in ARCHITECTURES:
         model = ARCHITECTURES[arch](num_classes, tuple(input_shape))
+    elif arch.startswith("torchvision:"):      # torchvision's own class and forward, even where a name is ours too
+        model = build_torchvision(arch.split(":", 1)[1], num_classes, tuple(input_shape))
     else:
         import torchvision
 

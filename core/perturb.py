@@ -137,9 +137,50 @@ def edit_in_place(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSp
     return model
 
 
-def apply_edits(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSpec) -> nn.Module:
-    """A perturbed copy of ``model``; noise is drawn from a generator seeded with ``spec.seed``."""
-    return edit_in_place(clone_model(model), edits, spec, torch.Generator().manual_seed(spec.seed))
+def apply_edits(model: nn.Module, edits: list[ParamEdit], spec: PerturbationSpec, share_unedited: bool = False) -> nn.Module:
+    """A perturbed copy of ``model``; noise is drawn from a generator seeded with ``spec.seed``.
+    ``share_unedited``: copy only the modules the edits touch (and the containers above them) and
+    share every other layer with ``model``; for a short-lived, read-only variant such as a slider
+    step's, where copying every weight of a large model would cost more than evaluating it."""
+    copy_ = shallow_variant(model, edited_modules(edits)) if share_unedited else clone_model(model)
+    return edit_in_place(copy_, edits, spec, torch.Generator().manual_seed(spec.seed))
+
+
+def shallow_variant(model: nn.Module, modules: list[str]) -> nn.Module:
+    """A copy of ``model`` whose ``modules`` (paths) hold copies of their parameters and buffers and
+    whose other layers are ``model``'s own (read-only): the root and every container on the way to
+    an edited module are new objects, so nothing of ``model`` is changed by editing the copy."""
+    import copy
+
+    from core.graph import adopt
+
+    def fresh(module: nn.Module) -> nn.Module:
+        twin = copy.copy(module)
+        twin._modules = module._modules.copy()
+        twin._parameters = module._parameters.copy()
+        twin._buffers = module._buffers.copy()
+        return twin
+
+    root = fresh(model)
+    for path in modules:
+        parent, source = root, model
+        parts = path.split(".")
+        for depth, part in enumerate(parts):
+            original, current = source._modules[part], parent._modules[part]
+            if current is original:                 # not yet copied in this variant
+                current = fresh(original)
+                if depth == len(parts) - 1:
+                    for name, param in original._parameters.items():
+                        if param is not None:
+                            current._parameters[name] = nn.Parameter(param.detach().clone(),
+                                                                     requires_grad=param.requires_grad)
+                    for name, buffer in original._buffers.items():
+                        if buffer is not None:
+                            current._buffers[name] = buffer.detach().clone()
+                parent._modules[part] = current
+            parent, source = current, original
+    adopt(root, model)
+    return root.eval()
 
 
 def perturb(model: nn.Module, units: dict[str, list[int]], forget_class: int, spec: PerturbationSpec,

@@ -27,7 +27,7 @@ from zennit.types import Convolution, Linear
 
 from core.canonizers import GraphMergeBatchNorm, lrp_twin
 from core.errors import UserError
-from core.graph import ModelGraph, graph_of
+from core.graph import GATE, ModelGraph, graph_of
 
 RULES = ("epsilon", "epsilon-plus-flat", "alpha1-beta0", "alpha2-beta1", "gamma")
 
@@ -148,7 +148,7 @@ class RelevanceAnalyzer:
         handles = [self._tap(name, captured) for name in layers]
         composite = make_composite(self.bn_pairs, self.rule, self.epsilon, self.zero_bias)
         try:
-            with composite.context(self.twin) as model:
+            with GATE.run(), composite.context(self.twin) as model:
                 logits, targets, start = self._forward(model, x, target)
                 tensors = [captured[name] for name in layers] + ([x] if input_heatmaps else [])
                 grads = torch.autograd.grad(logits, tensors, grad_outputs=start, allow_unused=True)
@@ -210,7 +210,7 @@ class RelevanceAnalyzer:
         composite = make_composite(self.bn_pairs, self.rule, self.epsilon, self.zero_bias)
         flows = torch.zeros(len(lower_units), len(upper_units))
         try:
-            with composite.context(self.twin) as model:
+            with GATE.run(), composite.context(self.twin) as model:
                 logits, targets, start = self._forward(model, x, target)
                 up, low = captured[upper], captured[lower]
                 r_upper = torch.autograd.grad(logits, up, grad_outputs=start, retain_graph=True)[0]

@@ -14,6 +14,7 @@ from torch import nn
 
 from core.compute import model_device
 from core.data import ImageSet
+from core.graph import GATE
 
 Progress = Callable[[int, int, float], None]   # (steps done, total steps, running loss)
 
@@ -76,7 +77,8 @@ def train_model(model: nn.Module, train: ImageSet, config: TrainConfig, progress
             x, y = train.images[idx], train.labels[idx]
             if config.augment:
                 x = augment_batch(x, generator)
-            loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=config.label_smoothing)
+            with GATE.run():        # no symbolic trace in another thread while this model runs (core.graph)
+                loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -330,7 +330,7 @@ class PerturbationExplorer:
         edits = plan_edits(self.model, self.path.units, self.path.forget_class, spec, self.input_shape)
         if edit_cut(self.graph, edits).position < self.cache.cut.position:
             raise UserError("This target changes layers before the cached activations; build a new explorer.")
-        return apply_edits(self.model, edits, spec), spec
+        return apply_edits(self.model, edits, spec, share_unedited=True), spec
 
     def evaluate(self, **changes) -> tuple[Evaluation, nn.Module]:
         """Evaluation of the perturbed model (e.g. ``strength=0.5``) from the cache."""
