@@ -59,13 +59,18 @@ class ActivationCache:
     cut: Cut
     activations: tuple[torch.Tensor, ...]
     batch_size: int = 2048
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)   # other tensors before the cut, on request
 
     @classmethod
     @torch.no_grad()
     def build(cls, model: nn.Module, graph: ModelGraph, images: torch.Tensor, cut: Cut,
-              batch_size: int = 2048) -> "ActivationCache":
-        """Run the part of ``model`` before ``cut`` once on ``images``."""
-        return cls(graph, cut, graph.run_head(model, images, cut, batch_size), batch_size)
+              batch_size: int = 2048, keep: tuple[str, ...] = ()) -> "ActivationCache":
+        """Run the part of ``model`` before ``cut`` once on ``images``; ``keep``: also keep these
+        tensors (node names before the cut) from the same pass."""
+        extra = [n for n in dict.fromkeys(keep) if n not in cut.live and graph.position[n] < cut.position]
+        values = graph.run_probe(model, images, list(cut.live) + extra, batch_size)
+        live = values[:len(cut.live)]
+        return cls(graph, cut, live, batch_size, dict(zip(extra, values[len(cut.live):])))
 
     def __len__(self) -> int:
         return len(self.activations[0]) if self.activations else 0
@@ -80,7 +85,7 @@ class ActivationCache:
         if cut == self.cut:
             return self
         return ActivationCache(self.graph, cut, self.graph.run_segment(model, self.activations, self.cut, cut,
-                                                                       self.batch_size), self.batch_size)
+                                                                       self.batch_size), self.batch_size, self.kept)
 
 
 @dataclass

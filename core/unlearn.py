@@ -14,7 +14,7 @@ from torch import nn
 
 from core.compute import ActivationCache, LinearRowCache, predict_logits
 from core.data import AnalysisPool, ImageSet, require_analysis_pool
-from core.erase import choose_layers
+from core.erase import candidate_layers, choose_layers
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize, wrong_retain_answers
 from core.graph import Cut, ModelGraph, graph_of
@@ -166,7 +166,9 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         ranked, candidates = path, (["out", "both"] if config.target == "auto" else [config.target])
         cuts = {t: _first_cut(model, graph, ranked, replace(config, target=t)) for t in candidates}
         first = min(cuts.values(), key=lambda cut: cut.position)
-        val_cache = ActivationCache.build(model, graph, val.images, first)   # shared by every candidate
+        keep = tuple(name for layer in candidate_layers(graph)[:config.erase_max_layers_few_errors]
+                     for name in graph.cut_at_module(layer).live) if config.erase == "auto" else ()
+        val_cache = ActivationCache.build(model, graph, val.images, first, keep=keep)   # shared by every candidate
         for target in candidates:   # "auto": the forget-class weights alone when they forget the validation images
             config = replace(config, target=target)
             path = calibrate_path(model, ranked, val, config, val_cache.advanced(model, cuts[target]))
@@ -183,7 +185,8 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     if "auto" in (config.erase, config.relabel):
         original_logits = val_cache.tail_logits(model) if val_cache is not None else predict_logits(model, val.images)
     if config.erase == "auto":
-        erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, original_logits)
+        erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, original_logits,
+                                                val_cache)
     erased_at = time.perf_counter()
     relabelling = None
     if config.relabel == "auto":
@@ -207,14 +210,16 @@ def erasure_depth(original_val_logits: torch.Tensor, val: AnalysisPool, forget_c
 
 def erase_class_direction(perturbed: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,
                           forget_class: int, config: UnlearnConfig,
-                          original_val_logits: torch.Tensor | None = None) -> tuple[list[str], nn.Module]:
+                          original_val_logits: torch.Tensor | None = None,
+                          val_cache: ActivationCache | None = None) -> tuple[list[str], nn.Module]:
     """:func:`core.erase.choose_layers` with ``config``'s erasure settings, to the depth
     :func:`erasure_depth` allows: (erased layers, erased copy)."""
     if original_val_logits is None:
         original_val_logits = predict_logits(original, val.images)
     return choose_layers(perturbed, fit, val, forget_class, erasure_depth(original_val_logits, val, forget_class, config),
                          config.erase_budget, config.erase_shrinkage, seed=config.seed,
-                         error_share=config.erase_error_share, graph=graph_of(original, fit.info.input_shape))
+                         error_share=config.erase_error_share, graph=graph_of(original, fit.info.input_shape),
+                         val_cache=val_cache)
 
 
 def relabel_forget_images(erased: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,
