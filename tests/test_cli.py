@@ -129,3 +129,19 @@ def test_bad_model_files_exit_2_with_one_sentence(kind, message, lenet_files, tm
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not out.parent.exists() and file_checksum(source) == before
+
+
+def test_unlearn_the_shipped_third_party_onnx_model(shared_data):
+    """torchvision's MobileNetV3 (squeeze-excitation gates, hardswish, residual sums), trained on
+    MNIST outside core.models and shipped as ONNX: forgotten through its card, file untouched."""
+    from core.models import file_checksum
+
+    source = ROOT / "assets" / "mnist" / "mobilenet_v3_small.onnx"
+    before = file_checksum(source)
+    proc = run_cli("unlearn", "--dataset", "mnist", "--data-dir", str(shared_data), "--model", str(source),
+                   "--forget", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["arch"] == "mobilenet_v3_small" and report["forget_acc_before"] > 0.95
+    assert report["forget_acc_after"] < 0.05 and report["retain_acc_after"] >= report["retain_acc_before"] - 0.01
+    assert file_checksum(source) == before
