@@ -17,18 +17,7 @@ SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 28, 28), "allcnn": (1, 28, 28), "vgg11": 
 def _bias_free_model(arch: str) -> nn.Module:
     """A model with every bias and BatchNorm shift zeroed but non-trivial BatchNorm scales, so
     canonizers have real work to do and relevance must be conserved exactly."""
-    model = build_model(arch, 10, SHAPES[arch], seed=1)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
-                module.running_mean.zero_()
-    return model
+    return _zero_shifts(build_model(arch, 10, SHAPES[arch], seed=1))
 
 
 def _analysed_layers(model: nn.Module, shape) -> list[str]:
