@@ -46,13 +46,10 @@ def ensure_navigation(entry: bool = False) -> None:
     reruns. ``st.navigation`` switches that mode off. app.py calls this with ``entry=True`` (switch
     it off, its own ``st.navigation`` takes over); a page file run alone (not inside
     :func:`inside_app`) runs app.py in its place, which runs the page properly, and then stops."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.pages_manager import PagesManager   # private: fenced by tests/test_app.py
 
-        if getattr(PagesManager, "uses_pages_directory", False):
-            PagesManager.uses_pages_directory = False
-    except ImportError:  # a Streamlit without the legacy mode
-        pass
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
     if entry or getattr(_RUN, "active", False):
         return
     import runpy

@@ -104,6 +104,19 @@ def test_model_page_zoo_card_and_sidebar():
     assert layers["parameters"].sum() == sum(p.numel() for p in load_checkpoint(shipped_checkpoint("digits", "cnn"))[0].parameters())
 
 
+def test_the_streamlit_workaround_still_has_what_it_relies_on():
+    """pages/common.py switches Streamlit's legacy pages-directory mode off through the private
+    ``PagesManager.uses_pages_directory`` (requirements.txt pins the tested minor version). Fail
+    loudly when an upgrade removes the attribute or stops honouring it: a page URL opened directly
+    must still run through app.py's navigation, with its sidebar."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert "uses_pages_directory" in vars(PagesManager)       # a class attribute (None until the first run)
+    at = new_app("4_unlearn")
+    assert PagesManager.uses_pages_directory is False
+    assert "Current model" in sidebar_text(at) and at.title[0].value == "Unlearn a class"
+
+
 def test_train_from_page_keeps_model_in_session_and_writes_nothing():
     shipped = ROOT / "assets" / "digits"
     before = {p: file_checksum(p) for p in shipped.rglob("*") if p.is_file()}
