@@ -558,3 +558,22 @@ def test_session_helpers_never_move_or_change_a_shared_model(digits_model):
     rel = S.class_relevance(model, card, pool, 1, "epsilon", ["relu3"])
     assert rel.heatmaps.shape[1:] == (8, 8) and rel.layers["relu3"].shape[1] == 512
     assert state_checksum(model) == checksum and next(model.parameters()).device.type == "cpu"
+
+
+def test_the_dashboard_exports_an_imported_model_in_its_own_format(lenet_files, tmp_path):
+    """The Unlearn page's download of an ONNX model is an ONNX file (its card beside it names the
+    format), and it loads back to the same outputs."""
+    from core.formats import load_onnx
+    from core.models import ModelCard
+
+    card = ModelCard(arch="lenet", dataset="mnist", classes=[str(c) for c in range(10)], input_shape=[1, 28, 28],
+                     mean=[0.1307], std=[0.3081], notes={"format": "onnx"})
+    model, card = load_checkpoint(lenet_files["legacy"], card)
+    lm = S.LoadedModel("uploaded:x", "lenet", model, card, "uploaded", "x", extra={"format": "onnx"})
+    assert S.model_file_format(lm) == "onnx"
+    data, card_json, _ = S.export_unlearned(model, lm.card, 4, {}, {"per_class_after": [1.0] * 10}, "uploaded", "onnx")
+    (tmp_path / "out.onnx").write_bytes(data)
+    back = load_onnx(tmp_path / "out.onnx")
+    x = torch.randn(5, 1, 28, 28)
+    assert torch.allclose(back(x), model(x), atol=1e-4)
+    assert json.loads(card_json)["notes"]["format"] == "onnx"
