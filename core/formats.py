@@ -932,8 +932,10 @@ def save_exported(model: nn.Module, path: str | Path, input_shape) -> Path:
     x = _example(model, input_shape)
 
     def write(tmp: Path) -> None:
+        from core.graph import GATE
+
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
-        with torch.no_grad():
+        with torch.no_grad(), GATE.trace():          # export traces: no other model runs meanwhile
             ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
         torch.export.save(ep, str(tmp))
 
