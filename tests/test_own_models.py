@@ -93,3 +93,31 @@ def test_a_model_that_does_not_fit_is_one_sentence(digits_split):
 
     with pytest.raises(UserError, match="could not be traced.*torch.export.save"):
         unlearn(Branchy().eval(), pool, 1, UnlearnConfig())
+
+
+def test_feature_capture_on_one_shared_model_from_many_threads(digits_model, digits_split):
+    """The representation probe reads the classifier's input off the traced graph, not through a
+    hook on the model: threads sharing one cached model each get their own images' features."""
+    import threading
+
+    from core.probes import forward_with_features
+
+    model, _ = digits_model
+    _, eval_set = digits_split
+    parts = [eval_set.images[i * 40:(i + 1) * 40] for i in range(6)]
+    alone = [forward_with_features(model, part) for part in parts]
+    results, barrier = {}, threading.Barrier(len(parts))
+
+    def work(i: int) -> None:
+        barrier.wait()
+        for _ in range(5):
+            results.setdefault(i, []).append(forward_with_features(model, parts[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(parts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, runs in results.items():
+        assert all(torch.equal(r.features, alone[i].features) and torch.equal(r.logits, alone[i].logits) for r in runs)
+    assert _no_hooks(model)
