@@ -1,7 +1,7 @@
 """Choose unlearning settings on the analysis pool alone: each setting unlearns from one half of
 the pool (50 images per class) and is scored on the other half, never on the evaluation set.
 
-    .venv/bin/python benchmarks/choose_settings.py --data-dir ../shared/data --archs cnn allcnn --seeds 2 \
+    .venv/bin/python -m benchmarks.choose_settings --data-dir ../shared/data --archs cnn allcnn --seeds 2 \
         --grid erase=none,auto erase_budget=0,0.005,0.01
 
 Scores per setting (mean over classes and seeds, on the held-back half): forget accuracy, retain
@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import sys
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import sweep_data, sweep_parser  # noqa: E402
-from core.data import split_heldout  # noqa: E402
-from core.evaluate import evaluate, summarize  # noqa: E402
-from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
-from core.probes import forward_with_features, representation_probe  # noqa: E402
-from core.relabel import forget_and_wrong_entropies  # noqa: E402
-from core.unlearn import default_config, unlearn  # noqa: E402
+from benchmarks.common import sweep_data, sweep_parser
+from core.data import split_heldout
+from core.evaluate import evaluate, summarize
+from core.models import load_checkpoint, shipped_checkpoint
+from core.probes import forward_with_features, representation_probe
+from core.relabel import forget_and_wrong_entropies
+from core.unlearn import default_config, unlearn
 
 
 def parse_grid(items: list[str]) -> list[dict]:

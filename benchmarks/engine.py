@@ -1,6 +1,6 @@
 """Engine timings for BENCHMARKS.md: unlearning seconds, cached vs full evaluation, LRP throughput.
 
-    .venv/bin/python benchmarks/engine.py --data-dir ../shared/data
+    .venv/bin/python -m benchmarks.engine --data-dir ../shared/data
 
 Every ratio is measured within one run (these machines are noisy). Prints Markdown.
 """
@@ -9,19 +9,16 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import mnist_cnn  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.relevance import RelevanceAnalyzer  # noqa: E402
-from core.unlearn import PerturbationExplorer, default_config, unlearn  # noqa: E402
+from benchmarks.common import mnist_cnn
+from core.evaluate import evaluate
+from core.models import build_model
+from core.relevance import RelevanceAnalyzer
+from core.unlearn import PerturbationExplorer, default_config, unlearn
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -9,7 +9,7 @@ Two numbers:
   several values never shown before (so nothing comes from the per-setting cache). AppTest re-runs
   the whole script; a browser re-runs only the slider's fragment, so this is an upper bound.
 
-Usage: ``python benchmarks/slider.py [--data-dir ../shared/data] [--repeats 20] [--page-runs 9]``
+Usage: ``.venv/bin/python -m benchmarks.slider [--data-dir ../shared/data] [--repeats 20] [--page-runs 9]``
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:

@@ -1,6 +1,6 @@
 """This project's unlearning vs retraining from scratch with the full recipe, timed in one run.
 
-    .venv/bin/python benchmarks/speedup.py --data-dir ../shared/data --forget 3
+    .venv/bin/python -m benchmarks.speedup --data-dir ../shared/data --forget 3
 
 Retraining: a fresh MNIST cnn trained on the retain classes only with the shipped model's recipe
 (3 epochs). Unlearning: ``unlearn(model, pool, c, default_config())`` (median of 5). Prints Markdown.
@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import mnist_cnn  # noqa: E402
-from core.data import load_split  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.train import TrainConfig, train_model  # noqa: E402
-from core.unlearn import unlearn  # noqa: E402
+from benchmarks.common import mnist_cnn
+from core.data import load_split
+from core.evaluate import evaluate
+from core.models import build_model
+from core.train import TrainConfig, train_model
+from core.unlearn import unlearn
 
 
 def main() -> None:

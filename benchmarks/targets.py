@@ -1,23 +1,20 @@
 """Forget/retain accuracy of the authors' recipe and this project's default over every class and
 several seeds (the accuracy half of the benchmark's full profile, without the slow baselines).
 
-    .venv/bin/python benchmarks/targets.py --data-dir ../shared/data --dataset mnist --archs cnn allcnn --seeds 3
+    .venv/bin/python -m benchmarks.targets --data-dir ../shared/data --dataset mnist --archs cnn allcnn --seeds 3
 
 Each seed re-draws the analysis pool / evaluation split and the analysis sample. Prints Markdown.
 """
 from __future__ import annotations
 
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import sweep_data, sweep_parser  # noqa: E402
-from core.data import split_heldout  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
-from core.models import load_checkpoint, shipped_checkpoint  # noqa: E402
-from core.unlearn import PAPER_CONFIG, default_config, unlearn  # noqa: E402
+from benchmarks.common import sweep_data, sweep_parser
+from core.data import split_heldout
+from core.evaluate import evaluate
+from core.models import load_checkpoint, shipped_checkpoint
+from core.unlearn import PAPER_CONFIG, default_config, unlearn
 
 
 def main() -> None:

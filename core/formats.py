@@ -41,7 +41,6 @@ from typing import Any, Callable
 
 import torch
 from torch import fx, nn
-import torch.nn.functional as F
 
 from core.errors import UserError
 
