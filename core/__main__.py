@@ -19,12 +19,73 @@ def _command_line() -> str:
     return "python -m core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _count(value: str) -> int | float | str:
-    """K/H on the command line: an integer count, a share in (0, 1), or 'auto'."""
-    if value == "auto":
+def parse_count(value: str, option: str, words: tuple[str, ...] = ()) -> int | float | str:
+    """K/H on the command line: a whole count (>= 1), a share in (0, 1), or one of ``words``;
+    anything else (NaN, infinities, 0, negatives, 1.5) is one sentence."""
+    import math
+
+    if value in words:
         return value
-    number = float(value)
-    return int(number) if number.is_integer() and number >= 1 else number
+    allowed = "a whole count of units (1, 2, ...) or a share of the layer in (0, 1)" + \
+        (f", or {' / '.join(words)}" if words else "")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"{option} {value!r} is not a number; use {allowed}.") from None
+    if not math.isfinite(number) or number <= 0 or (number >= 1 and not number.is_integer()):
+        raise UserError(f"{option} {value} is out of range; use {allowed}.")
+    return int(number) if number >= 1 else number
+
+
+def check_device(preference: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps, and only one this machine has."""
+    import re
+
+    import torch
+
+    if preference in ("auto", "cpu"):
+        return preference
+    if re.fullmatch(r"cuda(:\d+)?", preference or ""):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {preference}: CUDA is not available on this machine; use --device cpu or auto.")
+        index = int(preference.split(":")[1]) if ":" in preference else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {preference}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+        return preference
+    if preference == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError("--device mps: Apple's MPS is not available on this machine; use --device cpu or auto.")
+        return preference
+    raise UserError(f"--device {preference!r} is not a device; use auto, cpu, cuda, cuda:N or mps.")
+
+
+def check_arguments(args) -> None:
+    """Every value the command line gives, checked before any work starts (one sentence, exit 2)."""
+    import math
+
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2 ** 63:
+        raise UserError(f"--seed {seed} is out of range; use a whole number from 0 to 2^63 - 1.")
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    if getattr(args, "k", None) is not None:
+        args.k = parse_count(args.k, "--k")
+    if getattr(args, "h", None) is not None:
+        args.h = parse_count(args.h, "--h", ("auto", "calibrate"))
+    strength = getattr(args, "strength", None)
+    if strength is not None and not (math.isfinite(strength) and 0 <= strength <= 1):
+        raise UserError(f"--strength {strength} is out of range; use a value in [0, 1].")
+    pool = getattr(args, "pool_per_class", None)
+    if pool is not None and not 4 <= pool <= 1_000_000:
+        raise UserError(f"--pool-per-class {pool} is out of range; use at least 4 (the pool is halved into an "
+                        "analysis and a validation part, per class).")
+    for name, low in (("epochs", 1), ("batch_size", 1)):
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} {value} is out of range; use a whole number of at least {low}.")
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
+        raise UserError(f"--lr {lr} is out of range; use a learning rate in (0, 1].")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--model", default=None,
                     help="your model: a whole model (.onnx, .pt2 from torch.export.save) or weights for --arch "
                          "(.safetensors, a state_dict); its card (<stem>.json or embedded) names its dataset")
-    un.add_argument("--k", type=_count, default=None, help="top-K units per image (count, or share of the layer width)")
-    un.add_argument("--h", type=_count, default=None, help="H units kept per layer (count, share, or auto)")
+    un.add_argument("--k", default=None, help="top-K units per image (count, or share of the layer width)")
+    un.add_argument("--h", default=None,
+                    help="H units kept per layer: count, share, auto (cover half the contrast score) or calibrate "
+                         "(on the pool's validation part)")
     un.add_argument("--layers", nargs="+", default=None, help="stages whose output units are analysed")
     un.add_argument("--rule", default=None, help="LRP rule: epsilon, epsilon-plus-flat, alpha1-beta0, alpha2-beta1, gamma")
     un.add_argument("--selection", default=None, choices=["frequency", "contrast"])
@@ -324,6 +387,7 @@ def cmd_info(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_arguments(args)
         return {"train": cmd_train, "unlearn": cmd_unlearn, "bench": cmd_bench, "bench-merge": cmd_bench_merge,
                 "info": cmd_info}[args.command](args)
     except UserError as exc:

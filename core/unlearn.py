@@ -65,6 +65,11 @@ class UnlearnConfig:
     def __post_init__(self):
         if self.target not in ("in", "out", "both", "auto"):
             raise UserError(f"Unknown target '{self.target}'; choose in, out, both or auto.")
+        if self.target == "auto" and self.h != "calibrate":
+            raise UserError("target 'auto' is chosen on the validation part of the pool; it needs h='calibrate'.")
+        if self.h == "auto" and self.selection != "contrast":
+            raise UserError("h='auto' covers a share of the class-contrast score; it needs selection 'contrast' "
+                            "(or give H as a count or a share).")
         if self.erase not in ("none", "auto"):
             raise UserError(f"Unknown erase setting '{self.erase}'; choose none or auto.")
         if self.relabel not in ("none", "auto"):

@@ -80,10 +80,10 @@ if not layers:
     st.info("Pick at least one layer in the path settings.")
     st.stop()
 
-config = common.selection_config(replace(base, k=k_pct / 100, h=h_pct / 100 if h_mode == "share" else h_mode,
-                                         layers=tuple(layers), rule=rule, selection=selection, target=target))
-config_key = repr(config)
 try:
+    config = common.selection_config(replace(base, k=k_pct / 100, h=h_pct / 100 if h_mode == "share" else h_mode,
+                                             layers=tuple(layers), rule=rule, selection=selection, target=target))
+    config_key = repr(config)
     result, explorer = common.unlearned(lm.checksum, lm, cls, config_key, config)
 except UserError as exc:
     common.fail(exc)

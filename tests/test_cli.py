@@ -145,3 +145,42 @@ def test_unlearn_the_shipped_third_party_onnx_model(shared_data):
     assert report["arch"] == "mobilenet_v3_small" and report["forget_acc_before"] > 0.95
     assert report["forget_acc_after"] < 0.05 and report["retain_acc_after"] >= report["retain_acc_before"] - 0.01
     assert file_checksum(source) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--k", "nan"], "--k nan is out of range"),
+    (["--k", "inf"], "--k inf is out of range"),
+    (["--k", "1.5"], "--k 1.5 is out of range; use a whole count"),
+    (["--k", "many"], "--k 'many' is not a number"),
+    (["--h", "-3"], "--h -3 is out of range"),
+    (["--recipe", "paper", "--h", "auto"], "h='auto' covers a share of the class-contrast score"),
+    (["--recipe", "paper", "--target", "auto"], "target 'auto' is chosen on the validation part"),
+    (["--seed", str(2 ** 70)], "is out of range; use a whole number from 0 to 2^63 - 1"),
+    (["--pool-per-class", "1"], "--pool-per-class 1 is out of range"),
+    (["--device", "tpu"], "--device 'tpu' is not a device"),
+    (["--device", ""], "--device '' is not a device"),
+    (["--strength", "nan"], "--strength nan is out of range"),
+    (["--save", "out.txt"], "must end in .safetensors, .onnx, .pt2"),
+])
+def test_bad_settings_exit_2_before_any_work(args, message, capsys):
+    """In-process (``core.__main__.main``), so that every value costs no interpreter start."""
+    from core.__main__ import main
+
+    assert main(["unlearn", "--dataset", "digits", "--arch", "cnn", "--forget", "3", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "--epochs 0 is out of range"),
+    (["--batch-size", "0"], "--batch-size 0 is out of range"),
+    (["--lr", "nan"], "--lr nan is out of range"),
+    (["--lr", "1e6"], "--lr 1000000.0 is out of range"),
+])
+def test_bad_training_settings_exit_2_and_write_nothing(args, message, tmp_path, capsys):
+    from core.__main__ import main
+
+    assert main(["train", "--dataset", "digits", "--arch", "mlp", "--out", str(tmp_path / "m.safetensors"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
