@@ -119,7 +119,7 @@ def batch_norm_pairs(graph: ModelGraph) -> list[tuple[str, str]]:
             continue
         source = node.args[0]
         if (isinstance(source, fx.Node) and graph.kind(source) == "weighted" and len(source.users) == 1
-                and len(graph._calls[source.target]) == 1 and len(graph._calls[node.target]) == 1):
+                and graph.called_once(source.target) and graph.called_once(node.target)):
             pairs.append((source.target, node.target))
     return pairs
 

@@ -47,15 +47,10 @@ def candidate_layers(graph: ModelGraph) -> list[str]:
     classifier, deepest first. The classifier is left out (erasing its input would not change any
     feature), and so is the first layer: its inputs are raw pixel patches, where the class direction
     is a stroke or colour pattern every class draws on."""
-    clf = graph.classifier()
-    stop = graph.position[graph.call_of(clf).name]
-    weighted = graph.weighted()
-    chosen = []
-    for name in weighted[1:]:
-        calls = graph._calls[name]
-        if len(calls) == 1 and graph.position[calls[0].name] < stop and _erasable(graph.modules[name]):
-            chosen.append(name)
-    return sorted(chosen, key=lambda n: graph.position[graph._calls[n][0].name], reverse=True)
+    stop = graph.position[graph.call_of(graph.classifier()).name]
+    return [name for name in reversed(graph.weighted()[1:])      # weighted() is in forward order
+            if graph.called_once(name) and graph.position[graph.first_call(name).name] < stop
+            and _erasable(graph.modules[name])]
 
 
 def _erasable(module: nn.Module) -> bool:

@@ -173,6 +173,13 @@ class ModelGraph:
                             "one tensor; analyse the input of the layer after it instead (name it 'LAYER:input').")
         return calls[0]
 
+    def called_once(self, name: str) -> bool:
+        """Whether module ``name`` is called exactly once in the forward pass (so it names one tensor)."""
+        return len(self._calls.get(name, ())) == 1
+
+    def first_call(self, name: str) -> fx.Node:
+        return self._calls[name][0]
+
     def layer_names(self) -> list[str]:
         """Every called module, in forward order."""
         return list(self._calls)
@@ -194,13 +201,6 @@ class ModelGraph:
             return call.args[0]
         return call
 
-    def units(self, layer: str) -> int:
-        """Units of an analysed tensor: channels for (C,H,W), features for (D,)."""
-        shape = self.shape(self.tensor(layer))
-        if not shape:
-            raise UserError(f"Layer '{layer}' does not produce a tensor.")
-        return int(shape[0])
-
     def classifier(self) -> str:
         """The classifier: the last Linear layer before the output, found by walking back from the
         output through unit-preserving operations."""
@@ -215,19 +215,22 @@ class ModelGraph:
             raise UserError("The model's output is not produced by a Linear layer, so it has no classifier input "
                             "to analyse (the method reads the units a final Linear layer weighs).")
 
+    def classifier_input(self) -> fx.Node:
+        """The node whose output the classifier reads."""
+        return self.call_of(self.classifier()).args[0]
+
     def default_layer(self) -> str:
         """The classifier's input: the module feeding it when it is one called module, else
         ``CLASSIFIER:input``."""
-        clf = self.classifier()
-        source = self.call_of(clf).args[0]
+        source = self.classifier_input()
         node = source
         while node.op == "call_module" and isinstance(self.modules[node.target], (nn.Dropout, nn.Identity)) \
                 and isinstance(node.args[0], fx.Node):
             node = node.args[0]          # identities in eval mode: name the activation before them
         for candidate in (node, source):
-            if candidate.op == "call_module" and len(self._calls[candidate.target]) == 1:
+            if candidate.op == "call_module" and self.called_once(candidate.target):
                 return candidate.target
-        return f"{clf}:input"
+        return f"{self.classifier()}:input"
 
     def analysable_layers(self) -> list[str]:
         """Tensors worth analysing, in forward order: the output of every activation module called
@@ -238,10 +241,10 @@ class ModelGraph:
                  nn.AdaptiveMaxPool2d)
         for node in self.nodes:
             kind, module = self.kind(node), self.module_of(node)
-            if kind == "pass" and module is not None and len(self._calls[node.target]) == 1 and not isinstance(module, quiet):
+            if kind == "pass" and module is not None and self.called_once(node.target) and not isinstance(module, quiet):
                 found.setdefault(node.name, node.target)
             elif kind == "weighted" and isinstance(node.args[0], fx.Node) and self._after_sum(node.args[0]) \
-                    and len(self._calls[node.target]) == 1:
+                    and self.called_once(node.target):
                 found.setdefault(node.args[0].name, f"{node.target}:input")
         last = self.default_layer()
         found.setdefault(self.tensor(last).name, last)
@@ -325,10 +328,6 @@ class ModelGraph:
         """The cut whose head ends with ``node``."""
         return self._cut(self.position[node.name] + 1)
 
-    def input_cut(self) -> Cut:
-        """The trivial cut: the tail is the whole model."""
-        return self._cut(1)
-
     def _cut(self, position: int) -> Cut:
         live = []
         for node in self.nodes[:position]:
@@ -343,17 +342,13 @@ class ModelGraph:
 
     def earliest_cut(self, modules: Iterable[str]) -> Cut:
         """The cut before the first call of the earliest of ``modules`` (the end when none)."""
-        positions = [self.position[self._calls[m][0].name] for m in modules if m in self._calls]
+        positions = [self.position[self.first_call(m).name] for m in modules if m in self._calls]
         return self._cut(min(positions)) if positions else self._cut(len(self.nodes) - 1)
 
     def _compiled_part(self, key: tuple, build: Callable[[], fx.Graph]) -> _Compiled:
         if key not in self._compiled:
             self._compiled[key] = _Compiled(build())
         return self._compiled[key]
-
-    def head(self, cut: Cut) -> _Compiled:
-        """x -> tuple of the live tensors at ``cut``."""
-        return self.probe(cut.live)
 
     def probe(self, names: Iterable[str]) -> _Compiled:
         """x -> tuple of the named nodes' values (only the nodes they need are run)."""
@@ -407,17 +402,14 @@ class ModelGraph:
 
     # ------------------------------------------------------------------ running parts, in batches
     @torch.no_grad()
-    def run_head(self, model: nn.Module, images: torch.Tensor, cut: Cut, batch_size: int = 1024) -> tuple[torch.Tensor, ...]:
-        """The live tensors at ``cut`` for ``images``, on the model's device."""
-        return self.run_probe(model, images, cut.live, batch_size)
-
-    @torch.no_grad()
     def run_probe(self, model: nn.Module, images: torch.Tensor, names: Iterable[str],
                   batch_size: int = 1024) -> tuple[torch.Tensor, ...]:
         names = tuple(names)
         if not names:
             return ()
-        part, device = self.probe(names), _device(model)
+        from core.compute import model_device     # core.compute builds on this module
+
+        part, device = self.probe(names), model_device(model)
         with GATE.run():
             chunks = [part(model, images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         if not chunks:
@@ -528,11 +520,6 @@ def _describe(node: fx.Node) -> str:
     return f"{target} ({node.name})"
 
 
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def _trace(model: nn.Module) -> fx.GraphModule:
     """``model`` as an fx GraphModule (itself when it is one)."""
     if isinstance(model, fx.GraphModule):
@@ -546,6 +533,17 @@ def _trace(model: nn.Module) -> fx.GraphModule:
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, ModelGraph]]" = weakref.WeakKeyDictionary()
+
+
+def fitting_graph(model: nn.Module, input_shape: Iterable[int], num_classes: int, what: str = "The model",
+                  dataset: str = "the dataset") -> ModelGraph:
+    """:func:`graph_of`, and one sentence when the model's output width is not ``num_classes``
+    (a shape that does not fit is refused by :class:`ModelGraph` itself)."""
+    graph = graph_of(model, input_shape)
+    if graph.num_classes != num_classes:
+        raise UserError(f"{what} gives {graph.num_classes} class scores but {dataset} has {num_classes} classes; "
+                        "choose the dataset the model was trained on.")
+    return graph
 
 
 def adopt(copy_: nn.Module, source: nn.Module) -> None:

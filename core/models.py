@@ -169,7 +169,9 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[dic
     from core.graph import graph_of
 
     if isinstance(model, nn.Sequential):
-        rows, x = [], torch.zeros(1, *input_shape, device=_device_of(model))
+        from core.compute import model_device
+
+        rows, x = [], torch.zeros(1, *input_shape, device=model_device(model))
         with torch.no_grad():
             for name, module in model.named_children():
                 x = module(x)
@@ -181,11 +183,6 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[dic
              "output_shape": graph.shape(node),
              "parameters": sum(p.numel() for p in graph.modules[node.target].parameters(recurse=False))}
             for node in graph.nodes if node.op == "call_module"]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- model card
@@ -337,16 +334,13 @@ def model_format(path: str | Path) -> str:
 def check_fits(model: nn.Module, card: ModelCard, source: str) -> nn.Module:
     """One sentence, before any work, when ``model`` does not take the card's images or does not
     give one score per class."""
-    from core.graph import graph_of
+    from core.graph import fitting_graph
 
     declared = getattr(model, "meta", {}).get("input_shape") if isinstance(getattr(model, "meta", None), dict) else None
     if declared is not None and tuple(declared) != tuple(card.input_shape):
         raise UserError(f"'{source}' expects images of {' x '.join(map(str, declared))} but {card.dataset} has "
                         f"{' x '.join(map(str, card.input_shape))}; choose the dataset the model was trained on.")
-    graph = graph_of(model, tuple(card.input_shape))
-    if graph.num_classes != card.num_classes:
-        raise UserError(f"'{source}' gives {graph.num_classes} class scores but {card.dataset} has {card.num_classes} "
-                        "classes; choose the dataset the model was trained on.")
+    fitting_graph(model, tuple(card.input_shape), card.num_classes, f"'{source}'", card.dataset)
     return model
 
 

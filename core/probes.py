@@ -49,7 +49,7 @@ def forward_with_features(model: nn.Module, images: torch.Tensor, batch_size: in
     if len(images) == 0:
         return Forward(torch.empty(0), torch.empty(0))
     graph = graph or graph_of(model, tuple(images.shape[1:]))
-    source = graph.call_of(graph.classifier()).args[0]
+    source = graph.classifier_input()
     features, logits = graph.run_probe(model, images, [source.name, graph.output.name], batch_size)
     return Forward(logits.float().cpu(), features.flatten(1).float().cpu())
 

@@ -53,7 +53,7 @@ class Relabelling:
 
 def classifier_inputs(model: nn.Module, images: torch.Tensor, graph: ModelGraph) -> torch.Tensor:
     """The rows h the classifier (last Linear) receives, flattened, float64 on the CPU."""
-    source = graph.call_of(graph.classifier()).args[0]
+    source = graph.classifier_input()
     (h,) = graph.run_probe(model, images, [source.name])
     return h.flatten(1).double().cpu()
 

@@ -136,7 +136,8 @@ def read_uploaded_checkpoint(data: bytes, filename: str, arch: str, dataset: str
             target = card_path(path) if name.lower().endswith(".json") else Path(tmp) / _safe_name(name)
             target.write_bytes(content)
         kind = _upload_kind(path, filename)
-        if kind == "weights" and arch not in ARCHITECTURES and read_card(path) is None:
+        own_card = read_card(path)
+        if kind == "weights" and arch not in ARCHITECTURES and own_card is None:
             raise UserError(f"Unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}.")
         fallback = _card_for(arch if kind == "weights" else path.stem, dataset, data_dir, command=f"uploaded {filename}",
                              created=dt.date.today().isoformat(), notes={"format": kind})
@@ -144,7 +145,7 @@ def read_uploaded_checkpoint(data: bytes, filename: str, arch: str, dataset: str
             model, card = load_checkpoint(path, fallback)
         except UserError as exc:
             message = str(exc).replace(f"'{path.name}'", f"'{filename}'")
-            if kind == "weights" and "does not fit" in message and read_card(path) is None:
+            if kind == "weights" and "does not fit" in message and own_card is None:
                 message = message.rstrip(".") + f"; is it a {arch} trained on {dataset}? Choose the ones it was made with."
             raise UserError(message) from exc
     ok, reason = dataset_available(card.dataset, data_dir)

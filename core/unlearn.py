@@ -17,7 +17,7 @@ from core.data import AnalysisPool, ImageSet, require_analysis_pool
 from core.erase import candidate_layers, choose_layers
 from core.errors import UserError
 from core.evaluate import Evaluation, summarize, wrong_retain_answers
-from core.graph import Cut, ModelGraph, graph_of
+from core.graph import Cut, ModelGraph, fitting_graph, graph_of
 from core.models import clone_model
 from core.paths import NeuronPath, find_path
 from core.perturb import ParamEdit, PerturbationSpec, apply_edits, edit_cut, edit_in_place, plan_edits
@@ -117,16 +117,6 @@ class UnlearnResult:
         return self.seconds["total"]
 
 
-def check_model_fits(model: nn.Module, info) -> ModelGraph:
-    """The model's graph for the dataset's images; one sentence when its output width differs from
-    the dataset's class count (or the images' shape does not fit, :class:`core.graph.ModelGraph`)."""
-    graph = graph_of(model, info.input_shape)
-    if graph.num_classes != info.num_classes:
-        raise UserError(f"The model gives {graph.num_classes} class scores but the dataset has {info.num_classes} "
-                        "classes; choose the dataset the model was trained on.")
-    return graph
-
-
 def check_class(forget_class: int, num_classes: int) -> int:
     if not 0 <= int(forget_class) < num_classes:
         raise UserError(f"Class {forget_class} is out of range; the model has {num_classes} classes (0-{num_classes - 1}).")
@@ -157,7 +147,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     forget_class = check_class(forget_class, pool.info.num_classes)
     config = config or default_config()
     start = time.perf_counter()
-    graph = check_model_fits(model, pool.info)
+    graph = fitting_graph(model, pool.info.input_shape, pool.info.num_classes)
     analyzer = analyzer or RelevanceAnalyzer(model, config.rule, config.epsilon)
     layers = list(config.layers) if config.layers else None
     calibrate = config.h == "calibrate"
@@ -302,7 +292,7 @@ def _row_edit_cache(model: nn.Module, cache: ActivationCache, edits: list[ParamE
     node = graph.nodes[cache.cut.position]
     if node.op != "call_module" or not isinstance(graph.modules[node.target], nn.Linear):
         return None
-    if len(graph._calls[node.target]) != 1:
+    if not graph.called_once(node.target):
         return None
     rows = _edited_rows(edits, node.target)
     return None if rows is None else LinearRowCache.build(model, cache, node.target, rows)
