@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 
-from core.compute import set_threads  # noqa: E402
+from core.models.compute import set_threads  # noqa: E402
 from pages import common  # noqa: E402
 
 common.ensure_navigation(entry=True)     # never draw through Streamlit's legacy pages/ mode (see there)

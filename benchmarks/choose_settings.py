@@ -7,32 +7,32 @@ the pool (50 images per class) and is scored on the other half, never on the eva
 Scores per setting (mean over classes and seeds, on the held-back half): forget accuracy, retain
 drop (points), the representation probe's recall on the forget class (penultimate features), and
 the entropy gap: mean softmax entropy of the forget images minus that of the retain images the
-model answers wrongly (nats; what core.relabel drives to 0, empty when there are none).
+model answers wrongly (nats; what core.unlearning.relabel drives to 0, empty when there are none).
 Prints Markdown.
 """
 from __future__ import annotations
 
 import itertools
 import statistics
-from dataclasses import replace
-
 
 from benchmarks.common import sweep_data, sweep_parser
-from core.data import split_heldout
-from core.evaluate import evaluate, summarize
-from core.models import load_checkpoint, shipped_checkpoint
-from core.probes import forward_with_features, representation_probe
-from core.relabel import forget_and_wrong_entropies
-from core.unlearn import default_config, unlearn
+
+from core.data.sets import split_heldout
+from core.metrics.evaluate import evaluate, summarize
+from core.metrics.probes import forward_with_features, representation_probe
+from core.models.checkpoints import load_checkpoint, shipped_checkpoint
+from core.unlearning.config import default_config
+from core.unlearning.pipeline import unlearn
+from core.unlearning.relabel import forget_and_wrong_entropies
 
 
 def parse_grid(items: list[str]) -> list[dict]:
-    """``name=v1,v2`` items -> every combination, values typed like the default config's field."""
-    base, axes = default_config(), []
+    """``name=v1,v2`` items (dotted setting names, ``erasure.budget=0.005,0.01``) -> every combination;
+    the values stay text, read by :meth:`core.unlearning.config.UnlearnConfig.override`."""
+    axes = []
     for item in items:
         name, values = item.split("=", 1)
-        kind = type(getattr(base, name))
-        axes.append([(name, kind(v) if kind is not str else v) for v in values.split(",")])
+        axes.append([(name, v) for v in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)] or [{}]
 
 
@@ -59,7 +59,7 @@ def main() -> None:
                 original_logits = forward_with_features(model, held.images).logits
                 for c in classes:
                     before = summarize(original_logits, held.labels, c)
-                    result = unlearn(model, seen, c, replace(default_config(), seed=seed, **setting))
+                    result = unlearn(model, seen, c, default_config().override({**setting, "seed": seed}))
                     after = evaluate(result.model, held, c)
                     fwd = forward_with_features(result.model, held.images)
                     probe = representation_probe(fwd.features.numpy(), held.labels.numpy(), c, seed)

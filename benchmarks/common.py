@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.compute import set_threads
-from core.data import ImageSet, load_split, split_heldout
-from core.models import load_checkpoint, shipped_checkpoint
+from core.data.catalog import load_split
+from core.data.sets import ImageSet, split_heldout
+from core.models.checkpoints import load_checkpoint, shipped_checkpoint
+from core.models.compute import set_threads
 
 
 def mnist_cnn(data_dir: str):

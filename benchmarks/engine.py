@@ -12,13 +12,14 @@ import statistics
 import time
 
 import torch
-
-
 from benchmarks.common import mnist_cnn
-from core.evaluate import evaluate
-from core.models import build_model
-from core.relevance import RelevanceAnalyzer
-from core.unlearn import PerturbationExplorer, default_config, unlearn
+
+from core.attribution.relevance import RelevanceAnalyzer
+from core.metrics.evaluate import evaluate
+from core.models.registry import build_model
+from core.unlearning.config import default_config
+from core.unlearning.explorer import PerturbationExplorer
+from core.unlearning.pipeline import unlearn
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -46,7 +47,7 @@ def main() -> None:
         print(f"| unlearning: {key.replace('_', ' ')} | {statistics.median(s[key] for s in seconds):.4f} |")
 
     result = unlearn(model, pool, 3, config)
-    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
+    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
     full = median_seconds(lambda: evaluate(explorer.variant(strength=0.7)[0], eval_set, 3), args.repeats)
     cached = median_seconds(lambda: explorer.evaluate(strength=0.7), args.repeats)
     print(f"| full evaluation of a perturbed model ({len(eval_set)} images) | {full:.4f} |")

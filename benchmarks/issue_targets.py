@@ -19,6 +19,7 @@ import sys
 
 import pandas as pd
 
+
 METHODS = ("lra_npp", "ours")
 
 

@@ -9,7 +9,7 @@ Two measurements, each with its ratios taken within one run (these machines are 
   the same machine; the ratio is of the medians over all rounds.
 * ``resnet`` - torchvision's own ResNet-18 (3 x 32 x 32, 10 classes, its own forward), trained
   briefly on a seeded part of CIFAR-10's training split, exported to ONNX with the legacy exporter
-  and *imported* through :mod:`core.formats`: seconds to unlearn a class, and a slider step against
+  and *imported* through :mod:`core.models.formats`: seconds to unlearn a class, and a slider step against
   a full evaluation of the same perturbed model, in one process.
 
 Usage (from the repository root)::
@@ -31,15 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs inside a checkout (old or new): only API both have (unlearn, PerturbationExplorer).
 _MEASURE = r"""
 import json, statistics, sys, time
-from core.compute import set_threads
+from core.models.compute import set_threads
 from core.data import load_split, split_heldout
 from core.models import load_checkpoint, shipped_checkpoint
-from core.unlearn import PerturbationExplorer, unlearn
+from core.unlearning import PerturbationExplorer, unlearn
 set_threads()
 data_dir, repeats, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 model, _ = load_checkpoint(shipped_checkpoint("mnist", "cnn"))
@@ -48,7 +49,7 @@ result = unlearn(model, pool, 3)                       # warm-up
 times = []
 for _ in range(repeats):
     start = time.perf_counter(); result = unlearn(model, pool, 3); times.append(time.perf_counter() - start)
-explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
+explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
 explorer.evaluate(strength=0.5)
 slider = []
 for i in range(steps):
@@ -100,12 +101,15 @@ def resnet(args) -> None:
     import torch
     import torchvision
 
-    from core.compute import predict_logits, set_threads
-    from core.data import dataset_info, load_split, split_heldout
-    from core.evaluate import evaluate, summarize
-    from core.models import ModelCard, load_checkpoint
-    from core.train import TrainConfig, train_model
-    from core.unlearn import PerturbationExplorer, unlearn
+    from core.models.compute import predict_logits, set_threads
+    from core.data.catalog import dataset_info, load_split
+    from core.data.sets import split_heldout
+    from core.metrics.evaluate import evaluate, summarize
+    from core.models.cards import ModelCard
+    from core.models.checkpoints import load_checkpoint
+    from core.models.train import TrainConfig, train_model
+    from core.unlearning.explorer import PerturbationExplorer
+    from core.unlearning.pipeline import unlearn
 
     set_threads()
     train = load_split("cifar10", "train", args.data_dir)
@@ -142,13 +146,13 @@ def resnet(args) -> None:
         after = evaluate(result.model, eval_set, cls)
         results[cls] = result
         print(f"| {cls} | {seconds:.2f} | {before.forget_acc:.3f} -> {after.forget_acc:.3f} | "
-              f"{before.retain_acc:.4f} -> {after.retain_acc:.4f} | {result.config.target} | "
+              f"{before.retain_acc:.4f} -> {after.retain_acc:.4f} | {result.config.perturbation.target} | "
               f"{', '.join(result.erased_layers) or '-'} |")
     print("\n| slider (class, target) | full evaluation (ms) | slider step (ms) | ratio | cached tensors |")
     print("|---|---|---|---|---|")
     for cls, result in results.items():
         for target in ("out", "both"):
-            spec = result.config.spec().__class__(**{**result.config.spec().to_dict(), "target": target})
+            spec = result.config.override({"perturbation.target": target}).perturbation
             explorer = PerturbationExplorer(imported, result.path, eval_set, spec)
             explorer.evaluate(strength=0.5)
             full, step = [], []

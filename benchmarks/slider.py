@@ -18,8 +18,8 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,13 +28,15 @@ def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:
     import torch
 
     from benchmarks.common import mnist_cnn
-    from core.unlearn import PerturbationExplorer, default_config, unlearn
+    from core.unlearning.config import default_config
+    from core.unlearning.explorer import PerturbationExplorer
+    from core.unlearning.pipeline import unlearn
 
     model, _, pool, eval_set = mnist_cnn(data_dir)
-    config = replace(default_config(), method="zero", strength=1.0)   # what the page selects with
+    config = default_config().override({"perturbation.method": "zero", "perturbation.strength": 1.0})   # what the page selects with
     result = unlearn(model, pool, forget_class, config)
     start = time.perf_counter()
-    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
+    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
     build = time.perf_counter() - start
     explorer.evaluate(strength=0.5)                                     # warm-up
     strengths = [round(0.025 + 0.95 * i / (repeats - 1), 4) for i in range(repeats)]

@@ -11,13 +11,13 @@ import argparse
 import statistics
 import time
 
-
 from benchmarks.common import mnist_cnn
-from core.data import load_split
-from core.evaluate import evaluate
-from core.models import build_model
-from core.train import TrainConfig, train_model
-from core.unlearn import unlearn
+
+from core.data.catalog import load_split
+from core.metrics.evaluate import evaluate
+from core.models.registry import build_model
+from core.models.train import TrainConfig, train_model
+from core.unlearning.pipeline import unlearn
 
 
 def main() -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import statistics
 
-
 from benchmarks.common import sweep_data, sweep_parser
-from core.data import split_heldout
-from core.evaluate import evaluate
-from core.models import load_checkpoint, shipped_checkpoint
-from core.unlearn import PAPER_CONFIG, default_config, unlearn
+
+from core.data.sets import split_heldout
+from core.metrics.evaluate import evaluate
+from core.models.checkpoints import load_checkpoint, shipped_checkpoint
+from core.unlearning.config import PAPER_CONFIG, default_config
+from core.unlearning.pipeline import unlearn
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ BatchNorm running statistics are recomputed over the training split (see recalib
 It deliberately avoids ``core.models`` (the project's architecture registry): the point is a model
 whose structure the project did not define, to check that the dashboard and the unlearning
 methods cope with a model built elsewhere and handed over as a file. Only the data loader
-(``core.data``) and the training recipe (``core.train``: AdamW, one-cycle) are shared.
+(``core.data``) and the training recipe (``core.models.train``: AdamW, one-cycle) are shared.
 
     python -m benchmarks.third_party_model --data-dir ../shared/data --out assets/mnist/mobilenet_v3_small.onnx
 """
@@ -35,8 +35,10 @@ import torchvision
 from onnx2torch import convert
 from torch import nn
 
-from core.data import ImageSet, load_split
-from core.train import recipe_for, tqdm_progress, train_model
+from core.data.catalog import load_split
+from core.data.sets import ImageSet
+from core.models.train import recipe_for, tqdm_progress, train_model
+
 
 ARCH = "mobilenet_v3_small"
 DATASET = "mnist"

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from core import figures, session as S
-from core.data import DATASETS
-from core.errors import UserError
-from core.models import ARCHITECTURES
 from pages import common
+
+from core import ui
+from core.ui import figures
+from core.data.info import DATASETS
+from core.errors import UserError
+from core.models.registry import ARCHITECTURES
+
 
 common.ensure_navigation()
 
@@ -53,11 +55,11 @@ with left:
     st.subheader("Train a new model")
     st.caption("Uses the dataset's training recipe with few epochs, so it finishes in seconds (digits) to "
                "about a minute per epoch (MNIST) on a CPU.")
-    datasets = S.trainable_datasets(common.data_dir())
+    datasets = ui.trainable_datasets(common.data_dir())
     c1, c2, c3 = st.columns(3)
     t_dataset = c1.selectbox("Dataset", datasets, key="train_dataset")
-    t_arch = c2.selectbox("Architecture", S.TRAINABLE_ARCHS, key="train_arch")
-    t_epochs = c3.number_input("Epochs", min_value=1, max_value=50, value=S.default_epochs(t_dataset),
+    t_arch = c2.selectbox("Architecture", ui.TRAINABLE_ARCHS, key="train_arch")
+    t_epochs = c3.number_input("Epochs", min_value=1, max_value=50, value=ui.default_epochs(t_dataset),
                                key=f"train_epochs_{t_dataset}")
     if st.button("Train", key="train_button", type="primary"):
         bar = st.progress(0.0, text="Loading the training images...")
@@ -70,7 +72,7 @@ with left:
                 bar.progress(step / max(total, 1), text=f"Training: step {step} of {total}, loss {loss:.3f}")
 
         try:
-            trained = S.train_new_model(t_dataset, t_arch, int(t_epochs), data_dir=common.data_dir(), progress=progress)
+            trained = ui.train_new_model(t_dataset, t_arch, int(t_epochs), data_dir=common.data_dir(), progress=progress)
         except UserError as exc:
             bar.empty()
             st.error(str(exc))
@@ -85,7 +87,7 @@ with left:
 with right:
     st.subheader("Upload your model")
     st.caption(f"A whole model, ONNX (.onnx) or torch.export (.pt2), or weights for one of the named architectures "
-               f"(safetensors, or a state_dict read with weights_only=True), up to {S.MAX_UPLOAD_MB} MB. Add its model "
+               f"(safetensors, or a state_dict read with weights_only=True), up to {ui.MAX_UPLOAD_MB} MB. Add its model "
                "card (.json) to say which dataset it was trained on; a card inside the file is read first. "
                "TorchScript and pickled models are refused: they can run code when loaded.")
     c1, c2 = st.columns(2)
@@ -93,15 +95,15 @@ with right:
                              key="upload_dataset")
     u_arch = c2.selectbox("Architecture (weights only)", list(ARCHITECTURES), index=list(ARCHITECTURES).index("cnn"),
                           key="upload_arch")
-    uploaded = st.file_uploader("Model file (and its card)", type=[s.lstrip(".") for s in S.UPLOAD_SUFFIXES + S.UPLOAD_EXTRAS],
-                                key="upload_file", max_upload_size=S.MAX_UPLOAD_MB, accept_multiple_files=True)
-    models = [f for f in uploaded or [] if f.name.lower().endswith(S.UPLOAD_SUFFIXES)]
+    uploaded = st.file_uploader("Model file (and its card)", type=[s.lstrip(".") for s in ui.UPLOAD_SUFFIXES + ui.UPLOAD_EXTRAS],
+                                key="upload_file", max_upload_size=ui.MAX_UPLOAD_MB, accept_multiple_files=True)
+    models = [f for f in uploaded or [] if f.name.lower().endswith(ui.UPLOAD_SUFFIXES)]
     if st.button("Load model", key="upload_button", disabled=not models):
         try:
             if len(models) > 1:
                 raise UserError(f"Upload one model at a time (got {', '.join(f.name for f in models)}).")
             extra = {f.name: f.getvalue() for f in uploaded if f is not models[0]}
-            loaded = S.read_uploaded_checkpoint(models[0].getvalue(), models[0].name, u_arch, u_dataset,
+            loaded = ui.read_uploaded_checkpoint(models[0].getvalue(), models[0].name, u_arch, u_dataset,
                                                 common.data_dir(), extra_files=extra)
         except UserError as exc:
             st.error(str(exc))
@@ -129,7 +131,7 @@ with right:
 **Architecture** `{card.arch}` · **dataset** `{card.dataset}`  
 **Classes** {classes}  
 **Input** {' x '.join(map(str, card.input_shape))} (channels x height x width)  
-**Parameters** {S.parameter_count(lm.model):,}  
+**Parameters** {ui.parameter_count(lm.model):,}  
 **Test accuracy** {common.pct(evaluation['overall'])}  
 **Seed** {card.seed} · **created** {card.created or '-'}  
 **Source** {lm.source}
@@ -138,5 +140,5 @@ with right:
         st.markdown("**Made by**")
         st.code(card.command, language="bash", wrap_lines=True)
 st.markdown("**Layers** (the modules its forward pass calls, in order; output shape for one image)")
-st.dataframe(pd.DataFrame(S.layer_rows(lm.model, lm.card)), hide_index=True, width="stretch", key="model_layers",
+st.dataframe(pd.DataFrame(ui.layer_rows(lm.model, lm.card)), hide_index=True, width="stretch", key="model_layers",
              column_config={"parameters": st.column_config.NumberColumn(format="localized")})

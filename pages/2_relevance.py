@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import streamlit as st
-
-from core import figures, session as S
-from core.errors import UserError
-from core.relevance import RULES
 from pages import common
+
+from core import ui
+from core.ui import figures
+from core.attribution.relevance import RULES
+from core.errors import UserError
+
 
 common.ensure_navigation()
 
@@ -17,7 +19,7 @@ st.caption("Layer-wise Relevance Propagation (LRP) starts at the model's predict
            "may look at, never used for training.")
 
 lm = common.current_model()
-layers_all = S.analysable_layers(lm.model, lm.card)
+layers_all = ui.analysable_layers(lm.model, lm.card)
 
 c1, c2, c3 = st.columns([1, 1, 2])
 cls = common.class_selectbox("Class", lm, key="rel_class", container=c1)
@@ -66,7 +68,7 @@ with right:
     if not layers:
         st.info("Pick layers above to see their most relevant units.")
     for layer in layers:
-        word = S.unit_word(lm.model, lm.card, layer)
+        word = ui.unit_word(lm.model, lm.card, layer)
         data = rel.layers[layer][chosen] if chosen else rel.layers[layer]
         st.plotly_chart(figures.top_units(layer, data, top=15, word=word,
                                           title=f"{layer}: the 15 most relevant {word}s "

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import streamlit as st
-
-from core import figures, session as S
-from core.errors import UserError
-from core.relevance import RULES
 from pages import common
+
+from core import ui
+from core.ui import figures
+from core.attribution.relevance import RULES
+from core.errors import UserError
+
 
 common.ensure_navigation()
 
@@ -17,7 +19,7 @@ st.caption("A class's *path* is, per analysed layer, the units that carry its ev
            "Edges show how much relevance flows from a unit to a unit one layer closer to the input.")
 
 lm = common.current_model()
-layers_all = S.analysable_layers(lm.model, lm.card)
+layers_all = ui.analysable_layers(lm.model, lm.card)
 
 c1, c2, c3 = st.columns([1, 2, 1])
 cls = common.class_selectbox("Class", lm, key="path_class", container=c1)
@@ -57,7 +59,7 @@ try:
     paths = common.all_paths(lm.checksum, lm, tuple(layers), k_pct / 100, h_pct / 100, selection, rule)
 except UserError as exc:
     common.fail(exc)
-names, classes, matrix = S.path_overlap(paths, cls)
+names, classes, matrix = ui.path_overlap(paths, cls)
 st.plotly_chart(figures.path_overlap(names, [lm.classes[c] for c in classes], matrix, cls,
                                      title=f"Overlap of class {lm.class_label(cls)}'s path with each class's path"),
                 key="path_overlap")

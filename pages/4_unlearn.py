@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import streamlit as st
-
-from core import figures, session as S
-from core.errors import UserError
-from core.perturb import METHODS, TARGETS
-from core.relevance import RULES
-from core.unlearn import UnlearnConfig, default_config
 from pages import common
+
+from core import ui
+from core.ui import figures
+from core.attribution.relevance import RULES
+from core.errors import UserError
+from core.unlearning.config import UnlearnConfig, default_config
+from core.unlearning.perturb import METHODS, TARGETS
+
 
 common.ensure_navigation()
 
@@ -30,7 +32,7 @@ st.caption("Zero-shot unlearning: the path of the class to forget is found by LR
 lm = common.current_model()
 pool, eval_set = common.heldout(lm.dataset, common.data_dir())
 base = default_config()
-layers_all = S.analysable_layers(lm.model, lm.card)
+layers_all = ui.analysable_layers(lm.model, lm.card)
 default_layers = [layer for layer in (base.layers or [layers_all[-1]]) if layer in layers_all] or layers_all[-1:]
 
 
@@ -39,7 +41,7 @@ def share(value, width: int) -> float:
     return round(100 * (value if isinstance(value, float) and value < 1 else value / width), 1)
 
 
-widths = {row["layer"]: row["output shape"] for row in S.layer_rows(lm.model, lm.card)}
+widths = {row["layer"]: row["output shape"] for row in ui.layer_rows(lm.model, lm.card)}
 first_width = int(widths.get(default_layers[0], "512").split(" x ")[0])
 
 c1, c2, c3 = st.columns(3)
@@ -93,7 +95,7 @@ units = {layer: len(sel.units) for layer, sel in result.path.selections.items()}
 st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
            f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
            + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
-           + f"; weights perturbed: {TARGET_LABELS[result.config.target]}. " + common.reuse_sentence(explorer.reuse) + " "
+           + f"; weights perturbed: {TARGET_LABELS[result.config.perturbation.target]}. " + common.reuse_sentence(explorer.reuse) + " "
            "The library's default also erases the class direction from the layers before the classifier and "
            "relabels the class's images to their second choice: the slider shows the path perturbation alone, "
            "the button further down adds those steps.")
@@ -139,10 +141,10 @@ def explore() -> None:
                            help="One of the forget class's evaluation images.")
     if forget_positions:
         position = forget_positions[int(pick) - 1]
-        before_map = common.heatmap_of(lm.checksum, lm.model, position, lm.dataset, cls, config.rule)
+        before_map = common.heatmap_of(lm.checksum, lm.model, position, lm.dataset, cls, config.lrp.rule)
         after_map = common.heatmap_of(f"{explorer_key}|{strength}|{method}", variant, position, lm.dataset, cls,
-                                      config.rule)
-        image = S.display_images(eval_set.images[position:position + 1], lm.card)[0]
+                                      config.lrp.rule)
+        image = ui.display_images(eval_set.images[position:position + 1], lm.card)[0]
         h2.plotly_chart(figures.relevance_before_after(
             image, before_map, after_map,
             title=f"LRP for class {lm.class_label(cls)} (test #{int(eval_set.indices[position])}), "
@@ -159,7 +161,7 @@ def explore() -> None:
                       "classifier learns to give the class's images their second choice, as surely as it answers "
                       "the pool images it gets wrong, as a model that never learned the class would."):
         with st.spinner("Fitting the erasers and the relabelling on the pool and evaluating..."):
-            st.session_state[erase_key] = S.erasure_summary(lm.model, variant, pool, eval_set, cls)
+            st.session_state[erase_key] = ui.erasure_summary(lm.model, variant, pool, eval_set, cls)
     erasure = st.session_state.get(erase_key)
     if erasure:
         st.dataframe(
@@ -181,7 +183,7 @@ def explore() -> None:
     st.markdown("##### Membership inference and export")
     report = {"forget_class": cls, "class_name": lm.classes[cls], "dataset": lm.dataset, "arch": lm.card.arch,
               "model": lm.source, "model_sha256": lm.checksum, "method": method, "strength": strength,
-              "config": replace(config, method=method, strength=strength).to_dict(),
+              "config": config.override({"perturbation.method": method, "perturbation.strength": strength}).to_dict(),
               "per_class_before": before.per_class, "per_class_after": after.per_class,
               "forget_acc_before": before.forget_acc, "forget_acc_after": after.forget_acc,
               "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
@@ -199,7 +201,7 @@ def explore() -> None:
                           "evaluate only, never to unlearn."):
             with st.spinner("Running the attack on the training split..."):
                 try:
-                    st.session_state[mia_key] = S.membership_scores(lm.model, variant, lm.dataset, cls, eval_set,
+                    st.session_state[mia_key] = ui.membership_scores(lm.model, variant, lm.dataset, cls, eval_set,
                                                                     common.data_dir())
                 except UserError as exc:
                     st.error(str(exc))
@@ -215,10 +217,10 @@ def explore() -> None:
     with x2:
         stem = f"{lm.dataset}-{lm.card.arch}-forget{cls}-{method}-{strength:.2f}"
 
-        fmt = S.model_file_format(lm)
+        fmt = ui.model_file_format(lm)
 
         def export():
-            return S.export_unlearned(variant, lm.card, cls, report["config"], report, lm.source, fmt)
+            return ui.export_unlearned(variant, lm.card, cls, report["config"], report, lm.source, fmt)
 
         d1, d2, d3 = st.columns(3)
         d1.download_button("Model" if fmt != "safetensors" else "Checkpoint", data=lambda: export()[0],

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-
-from core import figures, session as S
-from core.errors import UserError
 from pages import common
+
+from core import ui
+from core.ui import figures
+from core.errors import UserError
+
 
 common.ensure_navigation()
 
@@ -17,7 +19,7 @@ st.caption("Results of the benchmark: every method forgets the same classes of t
            "scratch without the forget class is the reference: an ideal method lands where retraining does, in a "
            "fraction of its time.")
 
-files = S.bench_run_files()
+files = ui.bench_run_files()
 if not files:
     st.info("No benchmark results yet. Make some with\n\n```\npython -m core bench --profile quick\n```\n\n"
             "It writes `bench-results/quick/runs.csv`; reload this page afterwards.")
@@ -26,7 +28,7 @@ if not files:
 
 def label(path: Path) -> str:
     try:
-        return str(path.relative_to(S.ROOT))
+        return str(path.relative_to(ui.ROOT))
     except ValueError:
         return str(path)
 
@@ -35,7 +37,7 @@ chosen = st.selectbox("Results file", files, format_func=label, key="cmp_file",
                       help="Your own runs (bench-results/) come first, newest first; then the copies shipped in "
                            "assets/bench/.")
 try:
-    runs = S.load_runs(chosen)
+    runs = ui.load_runs(chosen)
 except UserError as exc:
     common.fail(exc)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from core import session as S
+from core import ui
 from core.errors import UserError
-from core.evaluate import Evaluation
+from core.metrics.evaluate import Evaluation
+
 
 PAGES = {"model": "pages/1_model.py", "relevance": "pages/2_relevance.py", "paths": "pages/3_paths.py",
          "unlearn": "pages/4_unlearn.py", "compare": "pages/5_compare.py"}
@@ -64,29 +64,29 @@ def data_dir() -> str | None:
 
 # ----------------------------------------------------------------------------- models
 @st.cache_resource(show_spinner="Loading the checkpoint...", max_entries=8)
-def shipped_model(path: str) -> S.LoadedModel:
-    return S.load_shipped(path)
+def shipped_model(path: str) -> ui.LoadedModel:
+    return ui.load_shipped(path)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def zoo(data_dir_: str | None) -> list[S.ZooEntry]:
-    return S.model_zoo(data_dir_)
+def zoo(data_dir_: str | None) -> list[ui.ZooEntry]:
+    return ui.model_zoo(data_dir_)
 
 
-def session_models() -> dict[str, S.LoadedModel]:
+def session_models() -> dict[str, ui.LoadedModel]:
     """Models trained or uploaded in this session (never shared, never written to disk)."""
     return st.session_state.setdefault("session_models", {})
 
 
-def current_model() -> S.LoadedModel:
+def current_model() -> ui.LoadedModel:
     """The model every page works on: the user's choice, else the shipped digits CNN."""
-    key = st.session_state.get("model_key", S.DEFAULT_MODEL)
+    key = st.session_state.get("model_key", ui.DEFAULT_MODEL)
     if key in session_models():
         return session_models()[key]
     entries = {e.key: e for e in zoo(data_dir())}
     entry = entries.get(key)
     if entry is None or not entry.available:
-        key = S.DEFAULT_MODEL
+        key = ui.DEFAULT_MODEL
         entry = entries[key]
     st.session_state["model_key"] = key
     return shipped_model(str(entry.path))
@@ -100,38 +100,38 @@ def set_current(key: str) -> None:
 @st.cache_resource(show_spinner="Loading the held-out images...", max_entries=8)
 def heldout(dataset: str, data_dir_: str | None):
     """(analysis pool, evaluation set): the fixed split of the test split."""
-    return S.heldout_data(dataset, data_dir_)
+    return ui.heldout_data(dataset, data_dir_)
 
 
 @st.cache_data(show_spinner="Evaluating on the test split...", max_entries=32)
-def test_accuracy(model_id: str, _lm: S.LoadedModel) -> dict:
-    return S.test_evaluation(_lm.model, _lm.dataset, data_dir()).to_dict()
+def test_accuracy(model_id: str, _lm: ui.LoadedModel) -> dict:
+    return ui.test_evaluation(_lm.model, _lm.dataset, data_dir()).to_dict()
 
 
 @st.cache_data(show_spinner="Evaluating the original model...", max_entries=32)
-def _eval_logits(model_id: str, _lm: S.LoadedModel) -> np.ndarray:
+def _eval_logits(model_id: str, _lm: ui.LoadedModel) -> np.ndarray:
     _, eval_set = heldout(_lm.dataset, data_dir())
-    return S.eval_logits(_lm.model, eval_set).numpy()
+    return ui.eval_logits(_lm.model, eval_set).numpy()
 
 
-def before_evaluation(lm: S.LoadedModel, forget_class: int) -> Evaluation:
+def before_evaluation(lm: ui.LoadedModel, forget_class: int) -> Evaluation:
     """The original model on the evaluation set, split on ``forget_class``."""
     _, eval_set = heldout(lm.dataset, data_dir())
-    return S.evaluation_from_logits(_eval_logits(lm.checksum, lm), eval_set, forget_class)
+    return ui.evaluation_from_logits(_eval_logits(lm.checksum, lm), eval_set, forget_class)
 
 
 # ----------------------------------------------------------------------------- relevance and paths
 @st.cache_resource(show_spinner="Running LRP on the class's pool images...", max_entries=32)
-def class_relevance(model_id: str, _lm: S.LoadedModel, cls: int, rule: str, layers: tuple[str, ...]) -> S.ClassRelevance:
+def class_relevance(model_id: str, _lm: ui.LoadedModel, cls: int, rule: str, layers: tuple[str, ...]) -> ui.ClassRelevance:
     pool, _ = heldout(_lm.dataset, data_dir())
-    return S.class_relevance(_lm.model, _lm.card, pool, cls, rule, list(layers))
+    return ui.class_relevance(_lm.model, _lm.card, pool, cls, rule, list(layers))
 
 
 @st.cache_resource(show_spinner="Finding the neuronal path (LRP on 36 pool images)...", max_entries=32)
-def neuron_path(model_id: str, _lm: S.LoadedModel, cls: int, layers: tuple[str, ...], k: float, h: float,
+def neuron_path(model_id: str, _lm: ui.LoadedModel, cls: int, layers: tuple[str, ...], k: float, h: float,
                 selection: str, rule: str, edge_units: int):
-    from core.paths import find_path
-    from core.relevance import RelevanceAnalyzer
+    from core.attribution.paths import find_path
+    from core.attribution.relevance import RelevanceAnalyzer
 
     pool, _ = heldout(_lm.dataset, data_dir())
     analyzer = RelevanceAnalyzer(_lm.model, rule)        # private: hooks never cross sessions
@@ -139,10 +139,10 @@ def neuron_path(model_id: str, _lm: S.LoadedModel, cls: int, layers: tuple[str, 
 
 
 @st.cache_resource(show_spinner="Finding every class's path for the overlap...", max_entries=16)
-def all_paths(model_id: str, _lm: S.LoadedModel, layers: tuple[str, ...], k: float, h: float, selection: str,
+def all_paths(model_id: str, _lm: ui.LoadedModel, layers: tuple[str, ...], k: float, h: float, selection: str,
               rule: str) -> dict:
-    from core.paths import find_path
-    from core.relevance import RelevanceAnalyzer
+    from core.attribution.paths import find_path
+    from core.attribution.relevance import RelevanceAnalyzer
 
     pool, _ = heldout(_lm.dataset, data_dir())
     analyzer = RelevanceAnalyzer(_lm.model, rule)
@@ -151,21 +151,22 @@ def all_paths(model_id: str, _lm: S.LoadedModel, layers: tuple[str, ...], k: flo
 
 # ----------------------------------------------------------------------------- unlearning
 @st.cache_resource(show_spinner="Selecting the path to perturb (LRP on the analysis pool)...", max_entries=32)
-def unlearned(model_id: str, _lm: S.LoadedModel, cls: int, config_key: str, _config):
+def unlearned(model_id: str, _lm: ui.LoadedModel, cls: int, config_key: str, _config):
     """(UnlearnResult, PerturbationExplorer) for one model, class and selection setting; ``config_key``
     is ``repr(config)`` of the frozen config (method and strength fixed, they vary on the slider)."""
-    from core.unlearn import PerturbationExplorer, unlearn
+    from core.unlearning.explorer import PerturbationExplorer
+    from core.unlearning.pipeline import unlearn
 
     pool, eval_set = heldout(_lm.dataset, data_dir())
     result = unlearn(_lm.model, pool, cls, _config)
-    explorer = PerturbationExplorer(_lm.model, result.path, eval_set, result.config.spec())
+    explorer = PerturbationExplorer(_lm.model, result.path, eval_set, result.config.perturbation)
     return result, explorer
 
 
 def selection_config(config):
     """The config with method and strength at their base values (they do not change the path), without
     erasure or relabelling: the page shows what the path perturbation alone does."""
-    return replace(config, method="zero", strength=1.0, erase="none", relabel="none")
+    return config.override({"perturbation.method": "zero", "perturbation.strength": 1.0, "erasure": None, "relabel": None})
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
@@ -189,7 +190,7 @@ def sweep(explorer_key: str, _explorer, method: str, points: int = 11) -> dict:
 def heatmap_of(variant_key: str, _model, image_position: int, dataset: str, target: int, rule: str = "epsilon") -> np.ndarray:
     """Input relevance for class ``target`` of one evaluation image under a given model."""
     _, eval_set = heldout(dataset, data_dir())
-    return S.image_relevance(_model, eval_set.images[image_position], target, rule)
+    return ui.image_relevance(_model, eval_set.images[image_position], target, rule)
 
 
 # ----------------------------------------------------------------------------- page helpers
@@ -199,7 +200,7 @@ def fail(exc: UserError) -> None:
     st.stop()
 
 
-def class_selectbox(label: str, lm: S.LoadedModel, key: str, container=st, help: str | None = None) -> int:
+def class_selectbox(label: str, lm: ui.LoadedModel, key: str, container=st, help: str | None = None) -> int:
     n = len(lm.classes)
     if st.session_state.get(key) is not None and st.session_state[key] >= n:
         del st.session_state[key]
@@ -208,7 +209,7 @@ def class_selectbox(label: str, lm: S.LoadedModel, key: str, container=st, help:
 
 
 def reuse_sentence(reuse: dict) -> str:
-    """What a slider step re-runs, in words (:attr:`core.unlearn.PerturbationExplorer.reuse`)."""
+    """What a slider step re-runs, in words (:attr:`core.unlearning.explorer.PerturbationExplorer.reuse`)."""
     if reuse["full"]:
         return ("The earliest perturbed layer is the model's first operation, so each slider step evaluates the "
                 "whole model.")
@@ -222,7 +223,7 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
 
 
-def sidebar() -> S.LoadedModel | None:
+def sidebar() -> ui.LoadedModel | None:
     """The shared sidebar: current model, its dataset and accuracy, the device, the data folder."""
     with st.sidebar:
         try:
@@ -237,7 +238,7 @@ def sidebar() -> S.LoadedModel | None:
             acc = test_accuracy(lm.checksum, lm)["overall"]
         st.markdown(f"Dataset: `{lm.dataset}` ({len(lm.classes)} classes)  \nTest accuracy: **{pct(acc)}**  \n"
                     f"Source: {lm.origin}")
-        st.markdown(f"Device: `{S.device_label()}`")
+        st.markdown(f"Device: `{ui.device_label()}`")
         folder = data_dir()
         st.caption(f"Data folder: `{folder}`" if folder else
                    "Data folder: none set. Digits always works; set UNLEARN_DATA_DIR for MNIST and the others "

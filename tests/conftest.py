@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
@@ -27,28 +28,30 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def digits_model():
-    from core.models import load_checkpoint, shipped_checkpoint
+    from core.models.checkpoints import load_checkpoint, shipped_checkpoint
 
     return load_checkpoint(shipped_checkpoint("digits", "cnn"))
 
 
 @pytest.fixture(scope="session")
 def digits_split():
-    from core.data import load_split, split_heldout
+    from core.data.catalog import load_split
+    from core.data.sets import split_heldout
 
     return split_heldout(load_split("digits", "test"), 100, seed=0)
 
 
 @pytest.fixture(scope="session")
 def mnist_model():
-    from core.models import load_checkpoint, shipped_checkpoint
+    from core.models.checkpoints import load_checkpoint, shipped_checkpoint
 
     return load_checkpoint(shipped_checkpoint("mnist", "cnn"))
 
 
 @pytest.fixture(scope="session")
 def mnist_split(shared_data):
-    from core.data import load_split, split_heldout
+    from core.data.catalog import load_split
+    from core.data.sets import split_heldout
 
     return split_heldout(load_split("mnist", "test", str(shared_data)), 100, seed=0)
 
@@ -57,7 +60,7 @@ def mnist_split(shared_data):
 def bench_threads():
     """The benchmark's thread choice (1 on a busy machine: two threads fighting over shared cores
     run many times slower), restored afterwards for the other test modules."""
-    from core.bench import choose_threads
+    from core.bench.machine import choose_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(choose_threads())
@@ -67,7 +70,7 @@ def bench_threads():
 
 @pytest.fixture(scope="session")
 def cifar_model():
-    from core.models import load_checkpoint, shipped_checkpoint
+    from core.models.checkpoints import load_checkpoint, shipped_checkpoint
 
     return load_checkpoint(shipped_checkpoint("cifar10", "vgg11_slim"))
 
@@ -75,7 +78,8 @@ def cifar_model():
 @pytest.fixture(scope="session")
 def cifar_split(shared_data):
     """The seed-0 split of the real CIFAR-10 test split (the first load decodes its JPEGs, ~10 s)."""
-    from core.data import load_split, split_heldout
+    from core.data.catalog import load_split
+    from core.data.sets import split_heldout
 
     if not (shared_data / "cifar10-jpeg.tar.gz").is_file():
         pytest.skip(f"real CIFAR-10 tarball not found at {shared_data}")
@@ -87,7 +91,7 @@ def lenet_mnist(shared_data):
     """A nested LeNet with BatchNorm and a functional forward (tests/elsewhere.py, not core.models),
     trained for 2 epochs on a seeded 12,000-image subset of MNIST's training split (seconds):
     (model in eval mode, its test accuracy)."""
-    from core.data import load_split
+    from core.data.catalog import load_split
     from tests.elsewhere import NestedLeNet, train_briefly
 
     train = load_split("mnist", "train", str(shared_data))

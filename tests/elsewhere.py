@@ -46,7 +46,7 @@ def tv_mobilenet_v3_small(channels: int = 1, classes: int = 10) -> nn.Module:
 
 def train_briefly(model: nn.Module, train, epochs: int, lr: float = 3e-3, seed: int = 0) -> nn.Module:
     """A few seeded epochs of the project's training loop (AdamW, one-cycle); eval mode after."""
-    from core.train import TrainConfig, train_model
+    from core.models.train import TrainConfig, train_model
 
     torch.manual_seed(seed)
     return train_model(model, train, TrainConfig(epochs=epochs, batch_size=64, lr=lr, seed=seed))

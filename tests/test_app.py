@@ -1,4 +1,4 @@
-"""The dashboard's pages through Streamlit's AppTest, and the plain helpers they call (core/session.py).
+"""The dashboard's pages through Streamlit's AppTest, and the plain helpers they call (core/ui/).
 
 Most tests use the shipped digits model (offline, seconds); one uses MNIST where ../shared/data has it.
 """
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, require_shared_data
 
-from core import session as S
+from core import ui
 from core.errors import UserError
-from core.models import file_checksum, load_checkpoint, shipped_checkpoint, state_checksum
+from core.models.checkpoints import file_checksum, load_checkpoint, shipped_checkpoint, state_checksum
+
 
 APP = str(ROOT / "app.py")
 TIMEOUT = 180
@@ -91,10 +91,10 @@ def test_model_page_zoo_card_and_sidebar():
     assert sidebar_text(at) == side
     assert [p.label for p in at.sidebar.get("page_link")] == ["Change model"]
     use = [b for b in at.button if b.label == "Use this model"]
-    assert len(use) == len(S.shipped_checkpoints())
+    assert len(use) == len(ui.shipped_checkpoints())
     assert any(b.disabled for b in use)                         # the model in use
     assert at.selectbox(key="train_dataset").value == "digits"
-    assert at.number_input(key="train_epochs_digits").value == S.default_epochs("digits")
+    assert at.number_input(key="train_epochs_digits").value == ui.default_epochs("digits")
     assert len(at.get("file_uploader")) == 1
     card = chart(at, "Per-class accuracy")
     assert card["data"][0]["type"] == "bar" and len(card["data"][0]["y"]) == 10
@@ -155,7 +155,7 @@ def test_upload_of_bare_weights_for_the_wrong_architecture_is_refused_then_a_goo
     at.button(key="upload_button").click().run()
     assert len(at.error) == 1 and "does not fit this architecture" in at.error[0].value
     assert "is it a mlp trained on digits?" in at.error[0].value
-    assert at.session_state["model_key"] == S.DEFAULT_MODEL
+    assert at.session_state["model_key"] == ui.DEFAULT_MODEL
     at.selectbox(key="upload_arch").set_value("cnn").run()
     at.button(key="upload_button").click().run()
     assert not at.error
@@ -186,7 +186,7 @@ def test_upload_reads_the_card_first_and_takes_its_dataset():
 def test_upload_of_an_onnx_model_with_its_card_then_unlearn(lenet_files, monkeypatch, shared_data):
     """A user's LeNet exported to ONNX, uploaded with a model card beside it: it becomes the current
     model, the layer table shows its own module names, and the Unlearn page forgets the class."""
-    from core.data import dataset_info
+    from core.data.catalog import dataset_info
 
     monkeypatch.setenv("UNLEARN_DATA_DIR", str(shared_data))
     info = dataset_info("mnist", str(shared_data))
@@ -220,17 +220,17 @@ def test_upload_of_an_onnx_model_with_its_card_then_unlearn(lenet_files, monkeyp
 def test_read_uploaded_checkpoint_checks_size_kind_and_fit(tmp_path):
     data = shipped_checkpoint("digits", "cnn").read_bytes()
     with pytest.raises(UserError, match="upload limit is 1 MB"):
-        S.read_uploaded_checkpoint(b"x" * (2 * 2 ** 20), "big.safetensors", "cnn", "digits", max_mb=1)
+        ui.read_uploaded_checkpoint(b"x" * (2 * 2 ** 20), "big.safetensors", "cnn", "digits", max_mb=1)
     with pytest.raises(UserError, match="is empty"):
-        S.read_uploaded_checkpoint(b"", "empty.pt", "cnn", "digits")
+        ui.read_uploaded_checkpoint(b"", "empty.pt", "cnn", "digits")
     with pytest.raises(UserError, match="not a model file"):
-        S.read_uploaded_checkpoint(data, "weights.txt", "cnn", "digits")
+        ui.read_uploaded_checkpoint(data, "weights.txt", "cnn", "digits")
     with pytest.raises(UserError, match="'garbage.pt' is not a readable torch file"):
-        S.read_uploaded_checkpoint(b"garbage" * 10, "garbage.pt", "cnn", "digits")
+        ui.read_uploaded_checkpoint(b"garbage" * 10, "garbage.pt", "cnn", "digits")
     state = tmp_path / "state.pt"
     model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
     torch.save(model.state_dict(), state)
-    loaded = S.read_uploaded_checkpoint(state.read_bytes(), "state.pt", "cnn", "digits")
+    loaded = ui.read_uploaded_checkpoint(state.read_bytes(), "state.pt", "cnn", "digits")
     assert loaded.checksum == state_checksum(model) and loaded.card.arch == "cnn"
 
 
@@ -317,9 +317,9 @@ def test_unlearn_page_membership_inference_on_demand():
 
 
 def test_unlearn_page_erases_the_class_direction_on_demand():
-    from core.erase import candidate_layers
-    from core.graph import graph_of
-    from core.models import load_checkpoint
+    from core.unlearning.erase import candidate_layers
+    from core.models.graph import graph_of
+    from core.models.checkpoints import load_checkpoint
 
     at = new_app("4_unlearn")
     at.button(key="unl_erase").click().run()
@@ -336,13 +336,14 @@ def test_unlearn_page_erases_the_class_direction_on_demand():
 
 
 def test_export_writes_a_loadable_checkpoint_and_leaves_the_model(digits_model, digits_split):
-    from core.unlearn import default_config, unlearn
+    from core.unlearning.config import default_config
+    from core.unlearning.pipeline import unlearn
 
     model, card = digits_model
     checksum = state_checksum(model)
     pool, _ = digits_split
     result = unlearn(model, pool, 4, default_config())
-    weights, card_json, report_json = S.export_unlearned(result.model, card, 4, result.config.to_dict(),
+    weights, card_json, report_json = ui.export_unlearned(result.model, card, 4, result.config.to_dict(),
                                                          {"forget_acc_after": 0.0, "per_class_after": [0.5] * 10},
                                                          "assets/digits/cnn.safetensors")
     assert state_checksum(model) == checksum
@@ -381,9 +382,10 @@ def test_two_threads_unlearn_different_classes_at_once():
     gets exactly what a lone sequential run gives for its class, and the model stays unchanged."""
     import streamlit as st
 
-    from core.evaluate import evaluate
-    from core.perturb import perturb
-    from core.unlearn import default_config, unlearn
+    from core.metrics.evaluate import evaluate
+    from core.unlearning.perturb import perturb
+    from core.unlearning.config import default_config
+    from core.unlearning.pipeline import unlearn
     from pages import common
 
     st.cache_resource.clear()
@@ -391,7 +393,7 @@ def test_two_threads_unlearn_different_classes_at_once():
     shared = common.shipped_model(str(shipped_checkpoint("digits", "cnn")))
     checksum = state_checksum(shared.model)
     pool, eval_set = common.heldout("digits", None)
-    config = common.selection_config(replace(default_config(), layers=("relu3",)))
+    config = common.selection_config(default_config().override({"selection.layers": ("relu3",)}))
     strengths = (0.3, 0.6, 0.9, 1.0)
     barrier, results, errors = threading.Barrier(2), {}, []
 
@@ -415,14 +417,14 @@ def test_two_threads_unlearn_different_classes_at_once():
         t.join()
     assert not errors, errors
     assert state_checksum(shared.model) == checksum
-    from core.session import image_relevance
+    from core.ui.analysis import image_relevance
 
     for cls in (3, 7):
         units, evals, heat = results[cls]
         alone = unlearn(shared.model, pool, cls, config)
         assert units == alone.path.units
         for s, got in zip(strengths, evals):
-            variant = perturb(shared.model, alone.path.units, cls, replace(alone.config, strength=s).spec(),
+            variant = perturb(shared.model, alone.path.units, cls, replace(alone.config.perturbation, strength=s),
                               eval_set.info.input_shape)
             assert got.forget_class == cls and got.per_class == pytest.approx(evaluate(variant, eval_set, cls).per_class)
         position = int((eval_set.labels == cls).nonzero()[0])
@@ -477,7 +479,7 @@ def test_compare_page_reads_the_newest_runs(tmp_path, monkeypatch):
     _write_runs(user / "quick", _runs({"retrain": (0.0, 0.97, 0.1, 30.0), "lra_npp": (0.01, 0.96, 0.2, 0.5),
                                        "original": (0.99, 0.98, 0.9, 0.0)}))
     monkeypatch.setenv("UNLEARN_BENCH_DIRS", f"{user}{__import__('os').pathsep}{shipped}")
-    assert S.bench_run_files()[0] == user / "quick" / "runs.csv"
+    assert ui.bench_run_files()[0] == user / "quick" / "runs.csv"
     at = new_app("5_compare")
     assert not at.info
     tradeoff = chart(at, "Forget vs. retain")
@@ -499,7 +501,7 @@ def test_load_runs_refuses_a_file_without_the_columns(tmp_path):
     bad = tmp_path / "runs.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="lacks the columns method, forget_acc"):
-        S.load_runs(bad)
+        ui.load_runs(bad)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -521,38 +523,38 @@ def test_zoo_marks_models_without_data_as_unavailable(tmp_path, monkeypatch):
     """With no data folder and an empty cache, only digits is offered; the others say what they need."""
     monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
-    zoo = {e.key: e for e in S.model_zoo()}
-    assert zoo[S.DEFAULT_MODEL].available and zoo[S.DEFAULT_MODEL].reason == ""
-    others = [e for key, e in zoo.items() if key != S.DEFAULT_MODEL]
+    zoo = {e.key: e for e in ui.model_zoo()}
+    assert zoo[ui.DEFAULT_MODEL].available and zoo[ui.DEFAULT_MODEL].reason == ""
+    others = [e for key, e in zoo.items() if key != ui.DEFAULT_MODEL]
     assert others and all(not e.available and "UNLEARN_DATA_DIR" in e.reason for e in others)
     at = new_app()
-    assert at.session_state["model_key"] == S.DEFAULT_MODEL
+    assert at.session_state["model_key"] == ui.DEFAULT_MODEL
     assert len([m for m in at.markdown if m.value.startswith(":orange[Not available:]")]) == len(others)
     assert all(b.disabled for b in at.button if b.label == "Use this model")
     assert at.selectbox(key="train_dataset").options == ["digits"]
 
 
 def test_path_overlap_is_jaccard():
-    from core.paths import LayerSelection, NeuronPath
+    from core.attribution.paths import LayerSelection, NeuronPath
 
     def path(c, units):
         return NeuronPath(c, {"a": LayerSelection("a", units, [1.0] * len(units), [1.0] * len(units), 10, 2, len(units))})
 
-    layers, classes, matrix = S.path_overlap({0: path(0, [1, 2, 3]), 1: path(1, [3, 4]), 2: path(2, [7])}, 0)
+    layers, classes, matrix = ui.path_overlap({0: path(0, [1, 2, 3]), 1: path(1, [3, 4]), 2: path(2, [7])}, 0)
     assert layers == ["a"] and classes == [0, 1, 2]
     assert matrix.tolist() == [[1.0, 0.25, 0.0]]
-    assert S.jaccard([], []) == 1.0
+    assert ui.jaccard([], []) == 1.0
 
 
 def test_session_helpers_never_move_or_change_a_shared_model(digits_model):
     model, card = digits_model
     checksum = state_checksum(model)
-    rows = S.layer_rows(model, card)
+    rows = ui.layer_rows(model, card)
     assert rows[0]["layer"] == "conv1" and rows[0]["output shape"] == "32 x 8 x 8"
-    assert S.analysable_layers(model, card) == ["relu1", "relu2", "relu3"]
-    assert S.unit_word(model, card, "relu1") == "channel" and S.unit_word(model, card, "relu3") == "unit"
-    pool, _ = S.heldout_data("digits")
-    rel = S.class_relevance(model, card, pool, 1, "epsilon", ["relu3"])
+    assert ui.analysable_layers(model, card) == ["relu1", "relu2", "relu3"]
+    assert ui.unit_word(model, card, "relu1") == "channel" and ui.unit_word(model, card, "relu3") == "unit"
+    pool, _ = ui.heldout_data("digits")
+    rel = ui.class_relevance(model, card, pool, 1, "epsilon", ["relu3"])
     assert rel.heatmaps.shape[1:] == (8, 8) and rel.layers["relu3"].shape[1] == 512
     assert state_checksum(model) == checksum and next(model.parameters()).device.type == "cpu"
 
@@ -560,15 +562,15 @@ def test_session_helpers_never_move_or_change_a_shared_model(digits_model):
 def test_the_dashboard_exports_an_imported_model_in_its_own_format(lenet_files, tmp_path):
     """The Unlearn page's download of an ONNX model is an ONNX file (its card beside it names the
     format), and it loads back to the same outputs."""
-    from core.formats import load_onnx
-    from core.models import ModelCard
+    from core.models.formats.onnx_graph import load_onnx
+    from core.models.cards import ModelCard
 
     card = ModelCard(arch="lenet", dataset="mnist", classes=[str(c) for c in range(10)], input_shape=[1, 28, 28],
                      mean=[0.1307], std=[0.3081], notes={"format": "onnx"})
     model, card = load_checkpoint(lenet_files["legacy"], card)
-    lm = S.LoadedModel("uploaded:x", "lenet", model, card, "uploaded", "x", extra={"format": "onnx"})
-    assert S.model_file_format(lm) == "onnx"
-    data, card_json, _ = S.export_unlearned(model, lm.card, 4, {}, {"per_class_after": [1.0] * 10}, "uploaded", "onnx")
+    lm = ui.LoadedModel("uploaded:x", "lenet", model, card, "uploaded", "x", extra={"format": "onnx"})
+    assert ui.model_file_format(lm) == "onnx"
+    data, card_json, _ = ui.export_unlearned(model, lm.card, 4, {}, {"per_class_after": [1.0] * 10}, "uploaded", "onnx")
     (tmp_path / "out.onnx").write_bytes(data)
     back = load_onnx(tmp_path / "out.onnx")
     x = torch.randn(5, 1, 28, 28)

@@ -6,13 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from core.baselines import (DATA_USED, METHODS, BaselineBudget, OutputMask, UnlearnContext, UnlearnOutcome,
-                            check_methods, fisher_diagonal, ssd_dampen)
-from core.data import load_split
+from core.bench.methods import (DATA_USED, METHODS, BaselineBudget, OutputMask, UnlearnContext,
+                                UnlearnOutcome, check_methods, fisher_diagonal, ssd_dampen)
+from core.data.catalog import load_split
 from core.errors import UserError
-from core.evaluate import evaluate
-from core.models import state_checksum
-from core.train import recipe_for
+from core.metrics.evaluate import evaluate
+from core.models.checkpoints import state_checksum
+from core.models.train import recipe_for
+
 
 FORGET = 3
 

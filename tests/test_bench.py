@@ -14,11 +14,17 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from core.baselines import METHODS, OutputMask
-from core.bench import PROFILES, PeakMemory, make_plan, run_plan
+from core.bench.columns import RUN_COLUMNS
+from core.bench.figures import fig_forget_retain, fig_seconds
+from core.bench.machine import PeakMemory
+from core.bench.methods import METHODS, OutputMask
+from core.bench.plan import PROFILES, make_plan
+from core.bench.report import summarize_runs, summary_markdown
+from core.bench.runner import run_plan
+from core.bench.store import write_outputs
 from core.errors import UserError
-from core.probes import loss_mia_gap, rank_auc, relearn_steps, representation_probe
-from core.report import RUN_COLUMNS, fig_forget_retain, fig_seconds, summarize_runs, summary_markdown, write_outputs
+from core.metrics.probes import loss_mia_gap, rank_auc, relearn_steps, representation_probe
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +169,7 @@ def test_archs_and_first_seed_select_the_work(tmp_path):
     plan = make_plan("quick", datasets=["digits"], archs=["cnn"], seeds=2, first_seed=3, classes=[1])
     assert [(t.arch, list(t.seed_range)) for t in plan.targets] == [("cnn", [3, 4])]
     assert list(make_plan("quick", datasets=["digits"]).targets[0].seed_range) == [0, 1]
-    from core.__main__ import main
+    from core.cli import main
 
     assert main(["bench", "--datasets", "digits", "--archs", "nosuch", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
@@ -171,8 +177,8 @@ def test_archs_and_first_seed_select_the_work(tmp_path):
 
 def test_bench_merge_unites_parallel_parts(tmp_path, monkeypatch, capsys):
     """Two tiny parts (class 3 seed 0, class 5 seed 1) merged into one folder, as benchmarks/gpu_full.sh does."""
-    from core.__main__ import main
-    from core.bench import run_bench
+    from core.cli import main
+    from core.bench.runner import run_bench
 
     monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
     common = dict(profile="quick", methods=["output_mask", "ours"], datasets=["digits"], seeds=1, use_cache=False,

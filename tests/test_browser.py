@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SHARED_DATA
+
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "test-output" / "screenshots"

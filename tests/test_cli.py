@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,7 +86,7 @@ def test_unlearn_a_model_the_user_brings(kind, lenet_files, tmp_path, shared_dat
     """A LeNet made outside core.models, exported by either ONNX exporter or torch.export: the same
     JSON report as the shipped models, the class forgotten, the others kept, the source file untouched,
     and the unlearned model written in the format it came in."""
-    from core.models import file_checksum, load_checkpoint
+    from core.models.checkpoints import file_checksum, load_checkpoint
 
     source = lenet_files[kind]
     before = file_checksum(source)
@@ -101,8 +102,9 @@ def test_unlearn_a_model_the_user_brings(kind, lenet_files, tmp_path, shared_dat
     model, card = load_checkpoint(out)                     # written as .onnx / .pt2 with its card beside it
     assert card.dataset == "mnist" and card.notes["source_sha256"] == before and card.notes["forget_class"] == 4
     assert card.notes["format"] == source.suffix.lstrip(".")
-    from core.data import load_split, split_heldout
-    from core.evaluate import evaluate
+    from core.data.catalog import load_split
+    from core.data.sets import split_heldout
+    from core.metrics.evaluate import evaluate
 
     _, eval_set = split_heldout(load_split("mnist", "test", str(shared_data)), 100, 0)
     assert evaluate(model, eval_set, 4).per_class == pytest.approx(report["per_class_after"], abs=1e-9)
@@ -115,7 +117,7 @@ def test_unlearn_a_model_the_user_brings(kind, lenet_files, tmp_path, shared_dat
     ("wrong_dataset", "expects images of 1 x 28 x 28 but digits has 1 x 8 x 8"),
 ])
 def test_bad_model_files_exit_2_with_one_sentence(kind, message, lenet_files, tmp_path, shared_data):
-    from core.models import file_checksum
+    from core.models.checkpoints import file_checksum
 
     if kind == "truncated":
         source = tmp_path / "broken.onnx"
@@ -134,7 +136,7 @@ def test_bad_model_files_exit_2_with_one_sentence(kind, message, lenet_files, tm
 def test_unlearn_the_shipped_third_party_onnx_model(shared_data):
     """torchvision's MobileNetV3 (squeeze-excitation gates, hardswish, residual sums), trained on
     MNIST outside core.models and shipped as ONNX: forgotten through its card, file untouched."""
-    from core.models import file_checksum
+    from core.models.checkpoints import file_checksum
 
     source = ROOT / "assets" / "mnist" / "mobilenet_v3_small.onnx"
     before = file_checksum(source)
@@ -163,8 +165,8 @@ def test_unlearn_the_shipped_third_party_onnx_model(shared_data):
     (["--save", "out.txt"], "must end in .safetensors, .onnx, .pt2"),
 ])
 def test_bad_settings_exit_2_before_any_work(args, message, capsys):
-    """In-process (``core.__main__.main``), so that every value costs no interpreter start."""
-    from core.__main__ import main
+    """In-process (``core.cli.main``), so that every value costs no interpreter start."""
+    from core.cli import main
 
     assert main(["unlearn", "--dataset", "digits", "--arch", "cnn", "--forget", "3", *args]) == 2
     err = capsys.readouterr().err
@@ -178,7 +180,7 @@ def test_bad_settings_exit_2_before_any_work(args, message, capsys):
     (["--lr", "1e6"], "--lr 1000000.0 is out of range"),
 ])
 def test_bad_training_settings_exit_2_and_write_nothing(args, message, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli import main
 
     assert main(["train", "--dataset", "digits", "--arch", "mlp", "--out", str(tmp_path / "m.safetensors"), *args]) == 2
     err = capsys.readouterr().err

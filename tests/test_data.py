@@ -15,8 +15,11 @@ import torch
 from PIL import Image
 
 from core import data
-from core.data import AnalysisPool, ImageSet, dataset_available, dataset_info, load_split, split_heldout
+from core.data import loaders
+from core.data.catalog import dataset_available, dataset_info, load_split
+from core.data.sets import AnalysisPool, ImageSet, split_heldout
 from core.errors import UserError
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_mnist = pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(),
@@ -29,7 +32,7 @@ needs_cifar10 = pytest.mark.skipif(not (SHARED / "cifar10-jpeg.tar.gz").is_file(
 def no_downloads(monkeypatch):
     """Tests never download: the download hook records the attempt and reports failure."""
     calls: list[str] = []
-    monkeypatch.setattr(data, "_download", lambda cls, root: calls.append(cls.__name__) or False)
+    monkeypatch.setattr(loaders, "_download", lambda cls, root: calls.append(cls.__name__) or False)
     monkeypatch.delenv("UNLEARN_DATA_DIR", raising=False)
     return calls
 
@@ -193,7 +196,7 @@ def test_real_mnist_from_gz_leaves_source_untouched():
     assert train.labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
                                                 5851, 5949]
     assert abs(train.images.mean().item()) < 0.01 and abs(train.images.std().item() - 1) < 0.01
-    assert all((data.cache_dir() / "MNIST" / "raw" / f).is_file() for f in data._MNIST_FILES)
+    assert all((data.cache_dir() / "MNIST" / "raw" / f).is_file() for f in loaders._MNIST_FILES)
     assert any(p.suffix == ".gz" for p in raw.iterdir())
     assert dataset_available("mnist", str(SHARED)) == (True, "")
 

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from core.erase import _rows, candidate_layers, fit_eraser, fold_eraser
-from core.graph import graph_of
 from core.errors import UserError
-from core.compute import predict_logits
-from core.evaluate import evaluate, wrong_retain_answers
-from core.models import state_checksum
-from core.probes import forward_with_features, representation_probe
-from core.unlearn import default_config, erasure_depth, unlearn
+from core.metrics.evaluate import evaluate, wrong_retain_answers
+from core.metrics.probes import forward_with_features, representation_probe
+from core.models.checkpoints import state_checksum
+from core.models.compute import predict_logits
+from core.models.graph import graph_of
+from core.unlearning.config import default_config
+from core.unlearning.erase import _rows, candidate_layers, fit_eraser, fold_eraser
+from core.unlearning.pipeline import unlearn
 
 
 @pytest.mark.parametrize("rows", [400, 40])    # primal solve, and fewer rows than dimensions (Woodbury)
@@ -102,8 +102,8 @@ def test_erasure_goes_deep_only_where_the_validation_part_has_errors_to_price_it
     logits = predict_logits(model, val.images)
     wrong = wrong_retain_answers(logits, val.labels, 3)
     assert wrong == int(((logits.argmax(1) != val.labels) & (val.labels != 3)).sum()) < 20
-    assert erasure_depth(logits, val, 3, default_config()) == 2
-    assert erasure_depth(logits, val, 3, replace(default_config(), erase_min_wrong=wrong)) == 6
+    assert default_config().erasure.depth(logits, val, 3) == 2
+    assert default_config().override({"erasure.min_wrong": wrong}).erasure.depth(logits, val, 3) == 6
 
 
 def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
@@ -112,7 +112,7 @@ def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
     model, _ = mnist_model
     pool, eval_set = mnist_split
     before = state_checksum(model)
-    silenced = unlearn(model, pool, 3, replace(default_config(), erase="none"))
+    silenced = unlearn(model, pool, 3, default_config().override({"erasure": None}))
     erased = unlearn(model, pool, 3, default_config())
     assert state_checksum(model) == before
     assert erased.erased_layers and erased.erased_layers[0] == "fc1"
@@ -121,11 +121,11 @@ def test_erasure_hides_the_class_inside_the_model(mnist_model, mnist_split):
     base, after = evaluate(model, eval_set, 3), evaluate(erased.model, eval_set, 3)
     assert after.forget_acc <= 0.01
     assert base.retain_acc - after.retain_acc < 0.01
-    assert erased.config.target in ("out", "both")          # "auto" resolved on the validation part
-    with pytest.raises(UserError, match="erase"):
-        replace(default_config(), erase="everything")
-    with pytest.raises(UserError, match="calibrate"):
-        unlearn(model, pool, 3, replace(default_config(), h=0.1))
+    assert erased.config.perturbation.target in ("out", "both")          # "auto" resolved on the validation part
+    with pytest.raises(UserError, match="Unknown setting 'erase'"):
+        default_config().override({"erase": "everything"})
+    with pytest.raises(UserError, match="Calibration chooses H"):
+        default_config().override({"selection.h": 0.1})
 
 
 def test_cifar_erases_deeper_within_a_share_of_its_error(cifar_model, cifar_split):
@@ -134,7 +134,7 @@ def test_cifar_erases_deeper_within_a_share_of_its_error(cifar_model, cifar_spli
     better than the two deepest layers alone, with every airplane image still forgotten."""
     model, _ = cifar_model
     pool, eval_set = cifar_split
-    two = unlearn(model, pool, 0, replace(default_config(), erase_max_layers=2, erase_error_share=0.0))
+    two = unlearn(model, pool, 0, default_config().override({"erasure.max_layers": 2, "erasure.error_share": 0.0}))
     deep = unlearn(model, pool, 0, default_config())
     assert len(deep.erased_layers) >= 4 and "conv1" not in deep.erased_layers
     assert deep.erased_layers[:2] == ["fc1", "conv8"]

@@ -1,4 +1,4 @@
-"""core/figures.py: data in, go.Figure out, with the scales, units and marks the pages rely on."""
+"""core/ui/figures: data in, go.Figure out, with the scales, units and marks the pages rely on."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core import figures as F
-from core.paths import LayerSelection, NeuronPath
+from core.ui import figures as F
+from core.attribution.paths import LayerSelection, NeuronPath
+
 
 ALLOWED = {"heatmap", "scatter", "bar", "sankey"}      # what Streamlit's bundled plotly.js must draw
 

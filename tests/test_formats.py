@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from core import formats
+from core.models import formats
 from core.errors import UserError
+
 
 TOL = 1e-4
 

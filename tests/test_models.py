@@ -6,11 +6,13 @@ import json
 import pytest
 import torch
 
-from core.data import load_split
+from core.data.catalog import load_split
 from core.errors import UserError
-from core.evaluate import evaluate
-from core.models import (ARCHITECTURES, ModelCard, build_model, layer_table, load_checkpoint, save_checkpoint,
-                         shipped_checkpoint, shipped_checkpoints, state_checksum)
+from core.metrics.evaluate import evaluate
+from core.models.cards import ModelCard
+from core.models.checkpoints import (load_checkpoint, save_checkpoint, shipped_checkpoint,
+                                     shipped_checkpoints, state_checksum)
+from core.models.registry import ARCHITECTURES, build_model, layer_table
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))

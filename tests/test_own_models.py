@@ -11,19 +11,21 @@ from dataclasses import replace
 import pytest
 import torch
 from torch import nn
+from tests.elsewhere import NestedLeNet, tv_resnet18, train_briefly
 
 from core.errors import UserError
-from core.evaluate import evaluate
-from core.graph import graph_of
-from core.models import state_checksum
-from core.perturb import PerturbationSpec, perturb
-from core.unlearn import PerturbationExplorer, UnlearnConfig, unlearn
-from tests.elsewhere import NestedLeNet, tv_resnet18, train_briefly
+from core.metrics.evaluate import evaluate
+from core.models.checkpoints import state_checksum
+from core.models.graph import graph_of
+from core.unlearning.config import UnlearnConfig
+from core.unlearning.explorer import PerturbationExplorer
+from core.unlearning.perturb import PerturbationSpec, perturb
+from core.unlearning.pipeline import unlearn
 
 
 @pytest.fixture(scope="module")
 def resnet_digits():
-    from core.data import load_split
+    from core.data.catalog import load_split
 
     torch.manual_seed(0)
     return train_briefly(tv_resnet18(1), load_split("digits", "train"), epochs=4)
@@ -67,7 +69,7 @@ def test_torchvision_resnet_forgets_and_its_residual_paths_are_silenced(resnet_d
     (original,) = graph.run_probe(model, eval_set.images[:32], ["flatten"])
     assert torch.count_nonzero(features[:, units]) == 0 and torch.count_nonzero(original[:, units]) > 0
 
-    explorer = PerturbationExplorer(model, result.path, eval_set, replace(result.config.spec(), target="in"))
+    explorer = PerturbationExplorer(model, result.path, eval_set, replace(result.config.perturbation, target="in"))
     assert len(explorer.cache.cut.live) == 2          # a cut inside the residual stage: the skip is cached too
     for strength in (0.4, 1.0):
         cached, variant = explorer.evaluate(strength=strength)
@@ -100,7 +102,7 @@ def test_feature_capture_on_one_shared_model_from_many_threads(digits_model, dig
     hook on the model: threads sharing one cached model each get their own images' features."""
     import threading
 
-    from core.probes import forward_with_features
+    from core.metrics.probes import forward_with_features
 
     model, _ = digits_model
     _, eval_set = digits_split

@@ -7,11 +7,15 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from core.evaluate import evaluate
-from core.models import build_model, state_checksum
-from core.graph import graph_of
-from core.perturb import PerturbationSpec, edit_cut, perturb, plan_edits
-from core.unlearn import PerturbationExplorer, UnlearnConfig, unlearn
+from core.metrics.evaluate import evaluate
+from core.models.checkpoints import state_checksum
+from core.models.graph import graph_of
+from core.models.registry import build_model
+from core.attribution.paths import Selection
+from core.unlearning.config import UnlearnConfig
+from core.unlearning.explorer import PerturbationExplorer
+from core.unlearning.perturb import PerturbationSpec, edit_cut, perturb, plan_edits
+from core.unlearning.pipeline import unlearn
 
 
 def test_perturb_returns_new_model_and_leaves_source(digits_model):
@@ -57,8 +61,8 @@ def test_batchnorm_channels_are_really_silenced():
 def test_strength_scales_the_effect(digits_model, digits_split):
     model, _ = digits_model
     pool, eval_set = digits_split
-    result = unlearn(model, pool, 3, UnlearnConfig(k=40, h=60))
-    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
+    result = unlearn(model, pool, 3, UnlearnConfig(selection=Selection(k=40, h=60)))
+    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
     forget = [explorer.evaluate(strength=s)[0].forget_acc for s in (0.0, 0.5, 1.0)]
     assert forget[0] == evaluate(model, eval_set, 3).forget_acc
     assert forget[2] <= forget[1] <= forget[0]
@@ -69,7 +73,7 @@ def test_cache_equals_full_evaluation(mnist_model, mnist_split):
     model, _ = mnist_model
     pool, eval_set = mnist_split
     result = unlearn(model, pool, 3)
-    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.spec())
+    explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
     assert explorer.cache.cut.position > 1 and explorer.reuse["skipped"] > 0
     assert explorer.rows_cache is not None          # fc1's rows change: its output is cached too
     for method, strength in (("zero", 0.3), ("zero", 1.0), ("gaussian", 0.05), ("laplace", 0.02)):

@@ -1,17 +1,17 @@
 """Second-choice relabelling: the ridge identity, and what it does to the real CIFAR-10 and MNIST models."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 import torch
 
 from core.errors import UserError
-from core.evaluate import softmax_entropy
-from core.compute import predict_logits
-from core.models import state_checksum
-from core.relabel import choose_strength, fit_logit_shift, second_choices
-from core.unlearn import UnlearnConfig, default_config, unlearn
+from core.metrics.evaluate import softmax_entropy
+from core.models.checkpoints import state_checksum
+from core.models.compute import predict_logits
+from core.unlearning.config import default_config
+from core.unlearning.pipeline import unlearn
+from core.unlearning.relabel import choose_strength, fit_logit_shift, second_choices
 
 
 def test_logit_shift_is_the_ridge_solution_and_leaves_untargeted_classes():
@@ -49,7 +49,7 @@ def test_relabelling_makes_cifar_forget_images_as_sure_as_wrong_answers(cifar_mo
     model, _ = cifar_model
     pool, eval_set = cifar_split
     checksum = state_checksum(model)
-    plain = unlearn(model, pool, 3, replace(default_config(), relabel="none"))
+    plain = unlearn(model, pool, 3, default_config().override({"relabel": None}))
     result = unlearn(model, pool, 3)
     assert state_checksum(model) == checksum
     assert result.erased_layers == plain.erased_layers and result.path.units == plain.path.units
@@ -72,11 +72,13 @@ def test_relabelling_is_skipped_on_near_perfect_mnist(mnist_model, mnist_split):
     model, _ = mnist_model
     pool, _ = mnist_split
     result = unlearn(model, pool, 3)
-    plain = unlearn(model, pool, 3, replace(default_config(), relabel="none"))
+    plain = unlearn(model, pool, 3, default_config().override({"relabel": None}))
     assert result.relabelling.strength == 0 and "wrong answers on the validation part" in result.relabelling.reason
     assert state_checksum(result.model) == state_checksum(plain.model)
 
 
 def test_unknown_relabel_setting_is_one_clear_sentence():
-    with pytest.raises(UserError, match="Unknown relabel setting 'always'; choose none or auto."):
-        UnlearnConfig(relabel="always")
+    with pytest.raises(UserError, match="'relabel' takes none, default, or its settings one by one"):
+        default_config().override({"relabel": "always"})
+    with pytest.raises(UserError, match="relabel.budget must be a share in"):
+        default_config().override({"relabel.budget": "1.5"})

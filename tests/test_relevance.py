@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-
-from core.errors import UserError
-from core.models import build_model
-from core.graph import graph_of
-from core.relevance import RULES, RelevanceAnalyzer
 from tests.elsewhere import NestedLeNet, tv_mobilenet_v3_small, tv_resnet18
+
+from core.attribution.relevance import RULES, RelevanceAnalyzer
+from core.errors import UserError
+from core.models.graph import graph_of
+from core.models.registry import build_model
+
 
 SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 28, 28), "allcnn": (1, 28, 28), "vgg11": (3, 32, 32), "resnet18": (3, 32, 32)}
 
@@ -77,7 +78,7 @@ def _unit_scale_linears(model: nn.Module) -> nn.Module:
 
 def _onnx_lenet(tmp_path) -> nn.Module:
     """The bias-free LeNet through ONNX (legacy exporter) and back: a GraphModule from onnx2torch."""
-    from core.formats import load_onnx
+    from core.models.formats.onnx_graph import load_onnx
 
     torch.manual_seed(0)
     model = _zero_shifts(NestedLeNet(1, 28))

@@ -4,13 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.data import load_split
+from core.attribution.paths import find_path, select_by_frequency, topk_counts
+from core.attribution.relevance import RelevanceAnalyzer
+from core.data.catalog import load_split
 from core.errors import UserError
-from core.evaluate import evaluate
-from core.models import state_checksum
-from core.paths import find_path, select_by_frequency, topk_counts
-from core.relevance import RelevanceAnalyzer
-from core.unlearn import PAPER_CONFIG, default_config, unlearn
+from core.metrics.evaluate import evaluate
+from core.models.checkpoints import state_checksum
+from core.unlearning.config import PAPER_CONFIG, default_config
+from core.unlearning.pipeline import unlearn
 
 
 def test_frequency_selection_counts_topk_per_image():

@@ -1,0 +1,340 @@
+"""Readers for the file layouts each dataset comes in: sklearn's digits, MNIST's IDX files (plain or
+gzipped), CIFAR's pickled batches or the JPEG tarball, and a folder of images per class.
+
+Each returns ``(uint8 or 0..1 float images (N,C,H,W), int labels)``; :mod:`core.data.catalog`
+normalises them.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFolder
+
+from core.data.cache import _materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, cache_dir
+from core.errors import UserError
+from core.data.info import (DatasetInfo, IMAGEFOLDER_PREFIX, SPLITS, _CIFAR10_CLASSES, _IMAGENET_MEAN,
+                            _IMAGENET_STD)
+
+
+_NEEDS = {
+    "mnist": ("MNIST", "MNIST/raw"),
+    "fashion_mnist": ("Fashion-MNIST", "FashionMNIST/raw"),
+    "cifar10": ("CIFAR-10", "cifar10-jpeg.tar.gz or cifar-10-batches-py"),
+    "cifar100": ("CIFAR-100", "cifar-100-python"),
+}
+
+
+def _missing_message(key: str, root: Path | None) -> str:
+    """One sentence telling the user how to provide a dataset that was not found."""
+    label, needed = _NEEDS[key]
+    where = (f"under {root} or in the cache {cache_dir()}" if root
+             else f"in the cache {cache_dir()} (no data folder given)")
+    return (f"{label} was not found {where}; pass --data-dir (or set UNLEARN_DATA_DIR) to a folder "
+            f"holding {needed}, or connect to the internet to download it.")
+
+
+def _download(dataset_cls: type, root: Path) -> bool:
+    """Try torchvision's download into ``root``; False on any failure (e.g. offline)."""
+    try:
+        dataset_cls(root=str(root), train=True, download=True)
+        return True
+    except Exception:  # noqa: BLE001 - any network/IO failure means "not available"
+        return False
+
+
+@functools.cache
+def _digits_all() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """sklearn's bundled 8x8 digits and the fixed stratified 70/30 split (random_state=0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    order = np.arange(len(bunch.target))
+    train, test = train_test_split(order, test_size=0.3, random_state=0, stratify=bunch.target)
+    return bunch.images, bunch.target, {"train": train, "test": test}
+
+
+def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel01 float images (N,1,8,8), labels) of one digits split."""
+    images, target, parts = _digits_all()
+    rows = parts[split]
+    x = torch.from_numpy(images[rows].astype(np.float32) / 16.0).unsqueeze(1)
+    return x, torch.from_numpy(target[rows].astype(np.int64))
+
+
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+_MNIST_CLASSES: dict[str, type[MNIST]] = {"mnist": MNIST, "fashion_mnist": FashionMNIST}
+
+
+def _idx_source(raw: Path, name: str) -> Path | None:
+    """The plain or .gz copy of one idx file in ``raw``, plain preferred."""
+    for candidate in (raw / name, raw / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
+    """A root torchvision can read (<root>/<Folder>/raw with plain idx files), or None.
+
+    Plain files in the data folder are read in place; .gz files are decompressed once into the
+    cache because the data folder may be read-only.
+    """
+    folder = _MNIST_CLASSES[key].__name__
+    if root is not None:
+        sources = [_idx_source(root / folder / "raw", f) for f in _MNIST_FILES]
+        if all(s is not None for s in sources):
+            if all(s.suffix != ".gz" for s in sources):
+                return root
+            for src, name in zip(sources, _MNIST_FILES):
+                _materialise(src, cache / folder / "raw" / name)
+            return cache
+    if all((cache / folder / "raw" / f).is_file() for f in _MNIST_FILES):
+        return cache
+    return None
+
+
+def _locate_mnist(key: str):
+    """Availability check for one MNIST-like dataset (no downloading)."""
+    def locate(root: Path | None, cache: Path) -> bool:
+        folder = _MNIST_CLASSES[key].__name__
+        if root is not None and all(_idx_source(root / folder / "raw", f) for f in _MNIST_FILES):
+            return True
+        return all((cache / folder / "raw" / f).is_file() for f in _MNIST_FILES)
+    return locate
+
+
+def _load_mnist_like(key: str):
+    """Loader for MNIST or Fashion-MNIST returning uint8 images (N,1,28,28) and labels."""
+    def load(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        cls = _MNIST_CLASSES[key]
+        tv_root = _mnist_root(key, root, cache)
+        if tv_root is None and _download(cls, cache):
+            tv_root = _mnist_root(key, None, cache)
+        if tv_root is None:
+            raise UserError(_missing_message(key, root))
+        try:
+            ds = cls(root=str(tv_root), train=split == "train", download=False)
+        except Exception as err:  # torchvision asserts/raises on malformed idx files
+            raise UserError(f"The {cls.__name__} files under {tv_root / cls.__name__ / 'raw'} are "
+                            f"unreadable or corrupt ({err}).") from err
+        return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+    return load
+
+
+def _cifar_files_present(cls: type, root: Path | str) -> bool:
+    """Whether every batch file and the meta file of a torchvision CIFAR class exist under root."""
+    names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return all(os.path.isfile(os.path.join(root, cls.base_folder, f)) for f in names)
+
+
+class _LenientCifar:
+    """torchvision CIFAR with existence-only file checks.
+
+    torchvision verifies md5 sums of the official release, which rejects re-packed or stand-in
+    files; a corrupt file still fails when it is unpickled.
+    """
+
+    def _check_integrity(self) -> bool:
+        return _cifar_files_present(type(self), self.root)
+
+    def _load_meta(self) -> None:
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as fh:
+            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class _Cifar10(_LenientCifar, CIFAR10):
+    pass
+
+
+class _Cifar100(_LenientCifar, CIFAR100):
+    pass
+
+
+def _cifar_batches_root(cls: type, root: Path | None, cache: Path) -> Path | None:
+    """The first of data folder / cache that holds the pickled batch folder, or None."""
+    for candidate in (root, cache):
+        if candidate is not None and _cifar_files_present(cls, candidate):
+            return candidate
+    return None
+
+
+def _read_cifar_batches(cls: type, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N,3,32,32) and labels from torchvision's pickled batches under ``root``."""
+    try:
+        ds = cls(root=str(root), train=split == "train", download=False)
+    except Exception as err:  # unpickling / reshape errors on damaged files
+        raise UserError(f"The CIFAR files under {root / cls.base_folder} are unreadable or "
+                        f"corrupt ({err}).") from err
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.as_tensor(ds.targets, dtype=torch.int64)
+
+
+def _load_cifar_batches(key: str, cls: type, split: str, root: Path | None,
+                        cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pickled batches from the data folder, else the cache, else a download into the cache."""
+    found = _cifar_batches_root(cls, root, cache)
+    if found is None and _download(cls, cache):
+        found = _cifar_batches_root(cls, None, cache)
+    if found is None:
+        raise UserError(_missing_message(key, root))
+    return _read_cifar_batches(cls, split, found)
+
+
+def _load_cifar100(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    return _load_cifar_batches("cifar100", _Cifar100, split, root, cache)
+
+
+_CIFAR10_TARBALL = "cifar10-jpeg.tar.gz"
+_CIFAR10_JPEG_DIR = "cifar10-jpeg"
+
+
+def _cifar10_jpeg_pt(root: Path | None, cache: Path, split: str) -> Path | None:
+    """Path of the decoded-tensor cache for the JPEG export if that export is usable, else None."""
+    dest = cache / _CIFAR10_JPEG_DIR
+    has_tarball = root is not None and (root / _CIFAR10_TARBALL).is_file()
+    if has_tarball or (dest / f"{split}.pt").is_file() or (dest / split).is_dir():
+        return dest / f"{split}.pt"
+    return None
+
+
+def _load_cifar10(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 from the JPEG tarball (decoded once, cached as .pt), else pickled batches."""
+    pt = _cifar10_jpeg_pt(root, cache, split)
+    if pt is None:
+        return _load_cifar_batches("cifar10", _Cifar10, split, root, cache)
+    cached = _read_tensor_cache(pt)
+    if cached is not None:
+        return cached
+    folder = pt.parent / split
+    if not folder.is_dir():
+        if root is None or not (root / _CIFAR10_TARBALL).is_file():
+            raise UserError(f"The CIFAR-10 JPEG cache {pt.parent} is incomplete; pass --data-dir to the "
+                            f"folder holding {_CIFAR10_TARBALL} to rebuild it.")
+        _safe_extract(root / _CIFAR10_TARBALL, pt.parent)
+    missing = [c for c in _CIFAR10_CLASSES if not (folder / c).is_dir()]
+    if missing:
+        raise UserError(f"The CIFAR-10 JPEG folder {folder} lacks the class folders {', '.join(missing)}.")
+    samples = _list_images(folder, _CIFAR10_CLASSES)
+    images = _decode_images([p for p, _ in samples], (32, 32))
+    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
+    _write_tensor_cache(pt, images, labels)
+    return images, labels
+
+
+class _FixedClassListing(ImageFolder):
+    """ImageFolder's file listing with a class list fixed in advance (same labels in every split)."""
+
+    def __init__(self, root: Path, classes: Sequence[str]) -> None:
+        self._fixed_classes = list(classes)
+        super().__init__(str(root), allow_empty=True)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return self._fixed_classes, {c: i for i, c in enumerate(self._fixed_classes)}
+
+
+def _list_images(folder: Path, classes: Sequence[str]) -> list[tuple[str, int]]:
+    """(path, label) for every image file under folder/<class>/, sorted by class then name."""
+    return _FixedClassListing(folder, classes).samples
+
+
+def _folder_layout(path: Path) -> dict[str, Path]:
+    """Split -> folder: the train/test subfolders if present, else the whole folder is 'test'."""
+    if not path.is_dir():
+        raise UserError(f"The image folder {path} does not exist.")
+    layout = {s: path / s for s in SPLITS if (path / s).is_dir()}
+    return layout or {"test": path}
+
+
+def _imagefolder_scan(path: Path, open_first: bool = True) -> tuple[DatasetInfo, dict[str, Path]]:
+    """DatasetInfo (classes = union of class folders, size = first image) and the split layout."""
+    layout = _folder_layout(path)
+    classes = sorted({e.name for d in layout.values() for e in os.scandir(d)
+                      if e.is_dir() and not e.name.startswith(".")})
+    if not classes:
+        raise UserError(f"The image folder {path} has no class subfolders; expected <class>/<image> files.")
+    first_split = "train" if "train" in layout else "test"
+    samples = _list_images(layout[first_split], classes)
+    if not samples:
+        raise UserError(f"The image folder {layout[first_split]} holds no image files.")
+    height, width = 0, 0
+    if open_first:
+        first = samples[0][0]
+        try:
+            with Image.open(first) as im:
+                width, height = im.size
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise UserError(f"Could not read the image file {first}: it is corrupt or not an image.") from err
+    info = DatasetInfo(IMAGEFOLDER_PREFIX + str(path), tuple(classes), (3, height, width),
+                       _IMAGENET_MEAN, _IMAGENET_STD)
+    return info, layout
+
+
+def _imagefolder_uint8(path: Path, split: str, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one split of an image folder (RGB, resized to the first image), via a .pt cache."""
+    info, layout = _imagefolder_scan(path)
+    if split not in layout:
+        raise UserError(f"The image folder {path} has no {split}/ subfolder; "
+                        f"a folder without train/ and test/ is used as the test split only.")
+    samples = _list_images(layout[split], info.classes)
+    if not samples:
+        raise UserError(f"The image folder {layout[split]} holds no image files.")
+    digest = hashlib.sha256("\n".join(
+        [str(path), split, str(len(samples)), repr(info.input_shape)]
+        + [f"{p}\t{c}" for p, c in samples]).encode()).hexdigest()[:20]
+    pt = cache / "imagefolder" / f"{digest}-{split}.pt"
+    cached = _read_tensor_cache(pt)
+    if cached is not None:
+        return cached
+    images = _decode_images([p for p, _ in samples], info.input_shape[1:])
+    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
+    _write_tensor_cache(pt, images, labels)
+    return images, labels
+
+
+def _decode_one(path: str, size_hw: tuple[int, int]) -> np.ndarray:
+    """One image as uint8 HxWx3 RGB, resized (bilinear) to ``size_hw``; UserError naming a bad file."""
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise UserError(f"Could not read the image file {path}: it is corrupt or not an image.") from err
+    height, width = size_hw
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _decode_images(paths: Sequence[str], size_hw: tuple[int, int]) -> torch.Tensor:
+    """Decode many image files with a small thread pool into a uint8 (N,3,H,W) tensor."""
+    height, width = size_hw
+    out = np.empty((len(paths), height, width, 3), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        out[i] = _decode_one(paths[i], size_hw)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(work, range(len(paths))))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _locate_cifar10(root: Path | None, cache: Path) -> bool:
+    return (_cifar10_jpeg_pt(root, cache, "test") is not None
+            or _cifar_batches_root(_Cifar10, root, cache) is not None)
+
+
+def _locate_cifar100(root: Path | None, cache: Path) -> bool:
+    return _cifar_batches_root(_Cifar100, root, cache) is not None

@@ -1,0 +1,414 @@
+"""Plotly figure builders for the dashboard: plain data in, ``go.Figure`` out (no Streamlit here).
+
+Only heatmap, scatter, bar and Sankey traces are used (plus layout images for colour pictures), so
+every figure renders with the plotly.js that Streamlit bundles. Accuracies come in as fractions
+in [0, 1] and are drawn in percent. Relevance is drawn on a diverging scale centred at zero:
+red = evidence for the explained class, blue = evidence against it.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+
+RELEVANCE_SCALE = "RdBu_r"          # blue (negative) - white (0) - red (positive)
+POLARITIES = ("both", "positive", "negative")
+BEFORE_COLOR, AFTER_COLOR = "#7f8c9a", "#d9480f"
+FORGET_COLOR, RETAIN_COLOR = "#d9480f", "#1c7ed6"
+FONT = dict(size=13)
+REFERENCE, ORIGINAL = "retrain", "original"     # benchmark rows: the reference and the untouched model
+
+
+def _style(fig: go.Figure, title: str, height: int = 380, **layout) -> go.Figure:
+    layout.setdefault("margin", dict(l=60, r=30, t=60, b=50))
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)), template="plotly_white",
+                      height=height, font=FONT, **layout)
+    return fig
+
+
+def percent(values) -> list[float | None]:
+    """Fractions to percent; NaN/None stay empty."""
+    out = []
+    for v in values:
+        out.append(None if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * float(v))
+    return out
+
+
+# ----------------------------------------------------------------------------- accuracy
+def per_class_accuracy(classes: Sequence[str], per_class: Sequence[float], title: str = "Per-class test accuracy",
+                       highlight: int | None = None) -> go.Figure:
+    """One bar per class, accuracy in percent; ``highlight`` colours one class."""
+    values = percent(per_class)
+    colors = [FORGET_COLOR if c == highlight else RETAIN_COLOR for c in range(len(values))]
+    fig = go.Figure(go.Bar(x=list(classes), y=values, marker_color=colors,
+                           text=[f"{v:.1f}" if v is not None else "" for v in values], textposition="outside",
+                           hovertemplate="class %{x}<br>accuracy %{y:.1f} %<extra></extra>"))
+    fig.update_yaxes(title="accuracy (%)", range=[0, 109], ticksuffix=" %")
+    fig.update_xaxes(title="class", type="category")
+    return _style(fig, title, showlegend=False)
+
+
+def accuracy_before_after(classes: Sequence[str], before: Sequence[float], after: Sequence[float],
+                          forget_class: int, title: str = "Per-class accuracy, before and after") -> go.Figure:
+    """Grouped bars: every class before (grey) and after (orange); the forget class is labelled."""
+    labels = [f"<b>{name}</b>" if c == forget_class else str(name) for c, name in enumerate(classes)]
+    b, a = percent(before), percent(after)
+    fig = go.Figure([
+        go.Bar(name="before", x=labels, y=b, marker_color=BEFORE_COLOR,
+               hovertemplate="class %{x}<br>before %{y:.1f} %<extra></extra>"),
+        go.Bar(name="after", x=labels, y=a, marker_color=AFTER_COLOR,
+               text=[f"{v:.0f}" if v is not None else "" for v in a], textposition="outside",
+               hovertemplate="class %{x}<br>after %{y:.1f} %<extra></extra>"),
+    ])
+    fig.update_layout(barmode="group", bargap=0.25, legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
+    if 0 <= forget_class < len(labels):
+        fig.add_annotation(x=labels[forget_class], y=116, text="<b>forget</b>", showarrow=False,
+                           font=dict(color=FORGET_COLOR, size=12), yanchor="top")
+    ticks = [0, 20, 40, 60, 80, 100]
+    fig.update_yaxes(title="accuracy (%)", range=[0, 118], tickvals=ticks, ticktext=[f"{t} %" for t in ticks])
+    fig.update_xaxes(title="class", type="category")
+    return _style(fig, title)
+
+
+def strength_sweep(xs: Sequence[float], forget: Sequence[float], retain: Sequence[float], current_x: float,
+                   current: tuple[float, float] | None = None, x_title: str = "perturbation strength",
+                   title: str = "Forget and retain accuracy across strengths") -> go.Figure:
+    """Forget and retain accuracy (percent) over a swept setting, with the current setting marked."""
+    fig = go.Figure([
+        go.Scatter(x=list(xs), y=percent(forget), name="forget class", mode="lines+markers",
+                   line=dict(color=FORGET_COLOR, width=3), hovertemplate="%{x:.2f}: forget %{y:.1f} %<extra></extra>"),
+        go.Scatter(x=list(xs), y=percent(retain), name="retain classes", mode="lines+markers",
+                   line=dict(color=RETAIN_COLOR, width=3), hovertemplate="%{x:.2f}: retain %{y:.1f} %<extra></extra>"),
+    ])
+    if current is not None:
+        fig.add_trace(go.Scatter(x=[current_x, current_x], y=percent(current), name="current setting", mode="markers",
+                                 marker=dict(size=16, symbol="diamond", color="black", line=dict(color="white", width=2)),
+                                 hovertemplate="current %{x:.2f}: %{y:.1f} %<extra></extra>"))
+    fig.add_vline(x=current_x, line=dict(color="black", dash="dash", width=1))
+    fig.update_yaxes(title="accuracy (%)", range=[-4, 108], ticksuffix=" %")
+    fig.update_xaxes(title=x_title)
+    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
+    return _style(fig, title)
+
+
+# ----------------------------------------------------------------------------- relevance maps
+def relevance_scale(heatmap: np.ndarray, percentile: float = 99.0, polarity: str = "both") -> float:
+    """The value mapped to full colour: the ``percentile`` of |R| over the shown polarity."""
+    shown = np.abs(_polar(np.asarray(heatmap, dtype=float), polarity))
+    nonzero = shown[shown > 0]
+    if nonzero.size == 0:
+        return 1.0
+    scale = float(np.percentile(nonzero, percentile))
+    return scale if scale > 0 else float(nonzero.max())
+
+
+def _polar(h: np.ndarray, polarity: str) -> np.ndarray:
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    if polarity == "positive":
+        return np.clip(h, 0, None)
+    if polarity == "negative":
+        return np.clip(h, None, 0)
+    return h
+
+
+def clip_relevance(heatmap: np.ndarray, percentile: float = 99.0, polarity: str = "both",
+                   scale: float | None = None) -> np.ndarray:
+    """Relevance divided by its clipping value and clipped to [-1, 1] (0 stays 0)."""
+    h = _polar(np.asarray(heatmap, dtype=float), polarity)
+    scale = scale if scale is not None else relevance_scale(heatmap, percentile, polarity)
+    return np.clip(h / (scale if scale > 0 else 1.0), -1.0, 1.0)
+
+
+def _relevance_trace(z: np.ndarray, showscale: bool, name: str = "") -> go.Heatmap:
+    return go.Heatmap(z=z, zmin=-1, zmax=1, zmid=0, colorscale=RELEVANCE_SCALE, showscale=showscale, name=name,
+                      colorbar=dict(title=dict(text="relevance", side="right"), tickvals=[-1, 0, 1],
+                                    ticktext=["- (against)", "0", "+ (for)"], len=0.9, thickness=14),
+                      hovertemplate="row %{y}, col %{x}<br>relevance %{z:.2f} of clip<extra></extra>")
+
+
+def _image_png(image: np.ndarray) -> str:
+    from PIL import Image
+
+    pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _add_image(fig: go.Figure, image: np.ndarray, row: int, col: int) -> None:
+    """Grey images as a grey heatmap; colour images as a layout image over an empty heatmap."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        fig.add_trace(go.Heatmap(z=image, zmin=0, zmax=1, colorscale="gray", showscale=False,
+                                 hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra></extra>"), row=row, col=col)
+        return
+    h, w = image.shape[:2]
+    fig.add_trace(go.Heatmap(z=np.zeros((h, w)), showscale=False, opacity=0, hoverinfo="skip"), row=row, col=col)
+    trace = fig.data[-1]
+    fig.add_layout_image(dict(source=_image_png(image), xref=trace.xaxis, yref=trace.yaxis, x=-0.5, y=-0.5,
+                              sizex=w, sizey=h, sizing="stretch", xanchor="left", yanchor="top", layer="below"))
+
+
+def _square_axes(fig: go.Figure) -> None:
+    """Pixels square, row 0 at the top, no ticks."""
+    for name in fig.layout:
+        if name.startswith("xaxis"):
+            suffix = name[5:]
+            fig.layout[name].update(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+            fig.layout["yaxis" + suffix].update(showticklabels=False, showgrid=False, zeroline=False,
+                                                autorange="reversed", scaleanchor="x" + suffix, constrain="domain")
+
+
+def relevance_grid(images: np.ndarray, heatmaps: np.ndarray, titles: Sequence[str], percentile: float = 99.0,
+                   polarity: str = "both", per_row: int = 3,
+                   title: str = "Input relevance beside each image") -> go.Figure:
+    """Pairs (image, heatmap) side by side, ``per_row`` pairs per row. Each heatmap is scaled to its
+    own ``percentile`` of |R| so that every image's pattern is visible."""
+    n = len(heatmaps)
+    per_row = max(1, min(per_row, n))
+    rows = max(1, math.ceil(n / per_row))
+    subtitles = []
+    for r in range(rows):
+        for c in range(per_row):
+            k = r * per_row + c
+            subtitles += [titles[k] if k < n else "", "relevance" if k < n else ""]
+    fig = make_subplots(rows=rows, cols=2 * per_row, subplot_titles=subtitles, horizontal_spacing=0.012,
+                        vertical_spacing=0.12 if rows > 1 else 0.0)
+    for k in range(n):
+        r, c = k // per_row + 1, (k % per_row) * 2 + 1
+        _add_image(fig, images[k], r, c)
+        fig.add_trace(_relevance_trace(clip_relevance(heatmaps[k], percentile, polarity), showscale=k == 0), row=r, col=c + 1)
+    _square_axes(fig)
+    for annotation in fig.layout.annotations:
+        annotation.font = dict(size=12)
+    return _style(fig, title, height=70 + 200 * rows, margin=dict(l=10, r=10, t=80, b=10))
+
+
+def relevance_map(heatmap: np.ndarray, title: str, percentile: float = 99.0, polarity: str = "both",
+                  height: int = 380) -> go.Figure:
+    """One heatmap (e.g. a class's mean relevance), diverging scale centred at 0."""
+    fig = go.Figure(_relevance_trace(clip_relevance(heatmap, percentile, polarity), showscale=True))
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", scaleanchor="x",
+                     constrain="domain")
+    return _style(fig, title, height=height, margin=dict(l=10, r=10, t=60, b=10))
+
+
+def relevance_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray, percentile: float = 99.0,
+                           title: str = "Relevance for the forget class, before and after") -> go.Figure:
+    """Image, relevance before, relevance after, both maps on the *before* map's scale so that
+    vanishing evidence shows as fading colour."""
+    scale = relevance_scale(before, percentile)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=["image", "before unlearning", "after unlearning"],
+                        horizontal_spacing=0.03)
+    _add_image(fig, image, 1, 1)
+    fig.add_trace(_relevance_trace(clip_relevance(before, scale=scale), showscale=False), row=1, col=2)
+    fig.add_trace(_relevance_trace(clip_relevance(after, scale=scale), showscale=True), row=1, col=3)
+    _square_axes(fig)
+    return _style(fig, title, height=300, margin=dict(l=10, r=10, t=70, b=10))
+
+
+def top_units(layer: str, relevance: np.ndarray, top: int = 15, word: str = "unit",
+              title: str | None = None) -> go.Figure:
+    """The ``top`` units of a layer by mean relevance (over images when 2-D), largest first."""
+    values = np.asarray(relevance, dtype=float)
+    mean = values.mean(0) if values.ndim == 2 else values
+    order = np.argsort(-mean)[:top]
+    short = "ch" if word == "channel" else "u"
+    fig = go.Figure(go.Bar(x=[f"{short} {i}" for i in order], y=mean[order],
+                           marker_color=["#c92a2a" if v >= 0 else "#1864ab" for v in mean[order]],
+                           customdata=order, hovertemplate=f"{word} %{{customdata}}<br>mean relevance %{{y:.3g}}<extra></extra>"))
+    fig.update_xaxes(title=f"{word} (most relevant first)", type="category", tickangle=-45)
+    fig.update_yaxes(title="mean relevance")
+    return _style(fig, title or f"{layer}: top {len(order)} of {len(mean)} {word}s", height=300,
+                  margin=dict(l=60, r=10, t=50, b=70), showlegend=False)
+
+
+# ----------------------------------------------------------------------------- paths
+def neuron_path(path, max_units: int = 8, layer_widths: dict[str, int] | None = None,
+                title: str | None = None, class_label: str | None = None) -> go.Figure:
+    """A layered graph: one column per analysed layer (input side on the left), the top
+    ``max_units`` selected units per layer as nodes (size = selection frequency, colour = mean
+    relevance), edges for the relevance flowing between them (width = |flow|, red + / blue -).
+
+    ``path`` is a :class:`core.attribution.paths.NeuronPath` (or anything with ``selections`` and ``edges``)."""
+    layers = list(path.selections)
+    pos: dict[tuple[str, int], tuple[float, float]] = {}
+    xs, ys, sizes, colors, hover, text = [], [], [], [], [], []
+    for x, layer in enumerate(layers):
+        sel = path.selections[layer]
+        shown = list(zip(sel.units, sel.frequency, sel.relevance))[:max_units]
+        top = max((abs(r) for _, _, r in shown), default=1.0) or 1.0
+        for rank, (unit, freq, rel) in enumerate(shown):
+            y = (len(shown) - 1) / 2 - rank
+            pos[(layer, unit)] = (x, y)
+            xs.append(x)
+            ys.append(y)
+            sizes.append(10 + 30 * float(freq))
+            colors.append(float(rel) / top)
+            text.append(str(unit))
+            hover.append(f"layer {layer}<br>unit {unit} (rank {rank + 1} of {sel.h} selected)<br>"
+                         f"mean relevance {rel:.3g}<br>frequency {100 * freq:.0f} % of images")
+    fig = go.Figure()
+    edges = [e for e in path.edges if (e["lower"], e["i"]) in pos and (e["upper"], e["j"]) in pos]
+    biggest = max((abs(e["flow"]) for e in edges), default=0.0)
+    mid_x, mid_y, mid_hover = [], [], []
+    if biggest > 0:
+        buckets: dict[tuple[int, bool], tuple[list, list]] = {}
+        for e in edges:
+            share = abs(e["flow"]) / biggest
+            if share < 0.05:
+                continue
+            level = min(4, int(share * 5))
+            (x0, y0), (x1, y1) = pos[(e["lower"], e["i"])], pos[(e["upper"], e["j"])]
+            bx, by = buckets.setdefault((level, e["flow"] >= 0), ([], []))
+            bx += [x0, x1, None]
+            by += [y0, y1, None]
+            mid_x.append((x0 + x1) / 2)
+            mid_y.append((y0 + y1) / 2)
+            mid_hover.append(f"{e['lower']} unit {e['i']} &larr; {e['upper']} unit {e['j']}<br>"
+                             f"relevance flow {e['flow']:.3g}")
+        for (level, positive), (bx, by) in sorted(buckets.items()):
+            alpha = 0.15 + 0.1 * level
+            color = f"rgba(201,42,42,{alpha})" if positive else f"rgba(24,100,171,{alpha})"
+            fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", line=dict(width=1 + 2 * level, color=color),
+                                     hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker=dict(size=8, opacity=0),
+                                 hovertext=mid_hover, hoverinfo="text", showlegend=False))
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers+text", text=text, textposition="middle right", textfont=dict(size=12),
+        hovertext=hover, hoverinfo="text", showlegend=False,
+        marker=dict(size=sizes, color=colors, colorscale=RELEVANCE_SCALE, cmin=-1, cmax=1, cmid=0,
+                    line=dict(color="#333", width=1), showscale=True,
+                    colorbar=dict(title=dict(text="relevance<br>(÷ layer max)"), thickness=14, len=0.8))))
+    widths = layer_widths or {}
+    ticks = []
+    for layer in layers:
+        sel = path.selections[layer]
+        width = widths.get(layer, sel.width)
+        ticks.append(f"<b>{layer}</b><br>{sel.h} of {width} selected")
+    fig.update_xaxes(tickvals=list(range(len(layers))), ticktext=ticks, range=[-0.4, len(layers) - 0.5],
+                     showgrid=False, zeroline=False)
+    fig.update_yaxes(visible=False)
+    label = class_label if class_label is not None else str(path.forget_class)
+    return _style(fig, title or f"Neuronal path of class {label}: the top (up to {max_units}) units per layer",
+                  height=120 + 55 * max(max_units, 4), margin=dict(l=30, r=30, t=60, b=70))
+
+
+def path_overlap(layers: Sequence[str], class_labels: Sequence[str], matrix: np.ndarray, forget_index: int,
+                 title: str = "Overlap with other classes' paths (Jaccard of selected units)") -> go.Figure:
+    """Heatmap: rows = layers, columns = classes, value = |A n B| / |A u B| of selected units."""
+    labels = [f"{name} (forget)" if c == forget_index else str(name) for c, name in enumerate(class_labels)]
+    z = np.asarray(matrix, dtype=float)
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=list(layers), zmin=0, zmax=1, colorscale="Blues",
+                               text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}",
+                               colorbar=dict(title=dict(text="Jaccard"), thickness=14),
+                               hovertemplate="layer %{y}<br>class %{x}<br>overlap %{z:.2f}<extra></extra>"))
+    fig.update_xaxes(title="class", type="category")
+    fig.update_yaxes(title="layer", type="category", autorange="reversed")
+    return _style(fig, title, height=140 + 50 * len(layers))
+
+
+# ----------------------------------------------------------------------------- benchmark
+def _percent_factor(df) -> float:
+    """100 when the accuracy columns hold fractions (the benchmark writes fractions), else 1."""
+    cols = [c for c in ("forget_acc", "retain_acc") if c in df.columns]
+    top = max((df[c].astype(float).abs().max(skipna=True) for c in cols), default=0.0)
+    return 100.0 if top <= 1.0 + 1e-9 else 1.0
+
+
+def bench_summary(runs):
+    """Mean and std per method: forget/retain accuracy (%), MIA (%), seconds, runs. Retrain first."""
+    import pandas as pd
+
+    df = runs.copy()
+    factor = _percent_factor(df)
+    for col in ("forget_acc", "retain_acc", "mia_entropy"):
+        if col in df.columns:
+            df[col] = df[col].astype(float) * factor
+    metrics = [c for c in ("forget_acc", "retain_acc", "mia_entropy", "seconds") if c in df.columns]
+    grouped = df.groupby("method")[metrics]
+    table = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std"))
+    table["runs"] = df.groupby("method").size()
+    rank = {REFERENCE: 0, ORIGINAL: 1}
+    order = sorted(table.index, key=lambda m: (rank.get(m, 2), table.loc[m, "forget_acc_mean"]))
+    return table.loc[order].reset_index() if len(table) else pd.DataFrame(columns=["method"])
+
+
+def bench_tradeoff(runs, title: str = "Forget vs. retain accuracy per method (mean ± std)") -> go.Figure:
+    """Scatter, one point per method: x = retain accuracy, y = forget accuracy (both %). Retraining
+    (the reference) is a star with dashed guide lines; the best place is near it."""
+    table = bench_summary(runs)
+    fig = go.Figure()
+    for _, row in table.iterrows():
+        is_ref, is_orig = row["method"] == REFERENCE, row["method"] == ORIGINAL
+        suffix = " (reference)" if is_ref else " (before unlearning)" if is_orig else ""
+        marker = dict(size=13, symbol="circle", line=dict(color="white", width=1))
+        if is_ref:
+            marker.update(size=20, symbol="star", color="black")
+        elif is_orig:
+            marker.update(size=14, symbol="circle-open", color="#868e96", line=dict(color="#868e96", width=2))
+        fig.add_trace(go.Scatter(
+            x=[row["retain_acc_mean"]], y=[row["forget_acc_mean"]], name=row["method"] + suffix, mode="markers",
+            error_x=dict(type="data", array=[_nan0(row.get("retain_acc_std"))], visible=True, thickness=1),
+            error_y=dict(type="data", array=[_nan0(row.get("forget_acc_std"))], visible=True, thickness=1),
+            marker=marker,
+            hovertemplate=f"{row['method']}<br>retain %{{x:.1f}} %<br>forget %{{y:.1f}} %<br>"
+                          f"{int(row['runs'])} runs<extra></extra>"))
+        if is_ref:
+            fig.add_hline(y=row["forget_acc_mean"], line=dict(color="black", dash="dot", width=1))
+            fig.add_vline(x=row["retain_acc_mean"], line=dict(color="black", dash="dot", width=1))
+    fig.update_xaxes(title="retain accuracy (%) - higher is better", ticksuffix=" %")
+    fig.update_yaxes(title="forget accuracy (%) - lower is better", ticksuffix=" %", rangemode="tozero")
+    rows = math.ceil(len(table) / 3)
+    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.2, yanchor="top"))
+    return _style(fig, title, height=460 + 22 * rows, margin=dict(l=60, r=30, t=60, b=90 + 22 * rows))
+
+
+def _nan0(value) -> float:
+    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def bench_time(runs, title: str = "Time to unlearn per method (seconds, log scale)") -> go.Figure:
+    """Bars of mean seconds per method on a log axis, retraining in black."""
+    table = bench_summary(runs)
+    table = table[(table["method"] != ORIGINAL) & (table["seconds_mean"] > 0)].sort_values("seconds_mean")
+    fig = go.Figure(go.Bar(
+        x=table["method"], y=table["seconds_mean"],
+        marker_color=["black" if m == REFERENCE else "#adb5bd" if m == ORIGINAL else RETAIN_COLOR
+                      for m in table["method"]],
+        text=[f"{s:.3g} s" for s in table["seconds_mean"]], textposition="outside",
+        hovertemplate="%{x}<br>%{y:.3g} s<extra></extra>"))
+    fig.update_yaxes(type="log", title="seconds (log scale)", dtick=1)
+    fig.update_xaxes(title="method", type="category")
+    return _style(fig, title, height=400, showlegend=False)
+
+
+def bench_membership(runs, title: str = "Membership inference (lower = more forgotten)") -> go.Figure:
+    """Bars of the entropy-attack score per method (% of forget-class training images called members),
+    with retraining's score as a dashed reference line."""
+    table = bench_summary(runs)
+    if "mia_entropy_mean" not in table.columns:
+        table["mia_entropy_mean"], table["mia_entropy_std"] = float("nan"), float("nan")
+    fig = go.Figure(go.Bar(
+        x=table["method"], y=table["mia_entropy_mean"],
+        error_y=dict(type="data", array=[_nan0(v) for v in table["mia_entropy_std"]], visible=True),
+        marker_color=["black" if m == REFERENCE else "#adb5bd" if m == ORIGINAL else "#7048e8"
+                      for m in table["method"]],
+        hovertemplate="%{x}<br>%{y:.1f} % called members<extra></extra>"))
+    ref = table.loc[table["method"] == REFERENCE, "mia_entropy_mean"]
+    if len(ref) and not math.isnan(float(ref.iloc[0])):
+        fig.add_hline(y=float(ref.iloc[0]), line=dict(color="black", dash="dash", width=1),
+                      annotation_text="retrain", annotation_position="top left")
+    fig.update_yaxes(title="called members (%)", ticksuffix=" %", rangemode="tozero")
+    fig.update_xaxes(title="method", type="category")
+    return _style(fig, title, height=400, showlegend=False)

@@ -1,0 +1,106 @@
+"""Calibration: how many of the ranked units to perturb, chosen on the validation part of the pool.
+
+The path's units are ranked in full (selection ``h=None``); shares :data:`CALIBRATION_SHARES` of
+that ranking are tried in order on one working copy. The chosen share is the smallest reaching the
+lowest validation forget accuracy while the validation retain accuracy drops at most
+``retain_budget`` (then ``margin_steps`` shares further while the budget allows). With several
+``targets`` each is calibrated in turn, and the first whose path forgets the validation images
+(forget accuracy at most ``max_forget``) is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.attribution.paths import NeuronPath
+from core.data.sets import AnalysisPool
+from core.errors import UserError
+from core.metrics.evaluate import summarize
+from core.models.checkpoints import clone_model
+from core.models.compute import ActivationCache
+from core.models.graph import Cut, ModelGraph, graph_of
+from core.unlearning.explorer import edited_rows, row_edit_cache
+from core.unlearning.perturb import TARGETS, PerturbationSpec, edit_cut, edit_in_place, plan_edits
+
+
+def _share(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserError(f"{what} must be a share in [0, 1], got {value!r}.")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Settings of the calibration (see the module docstring). ``targets=None``: the perturbation's
+    own target only; ``("out", "both")``: the forget-class weights alone first, else the units
+    silenced completely."""
+
+    retain_budget: float = 0.02
+    margin_steps: int = 0
+    targets: tuple[str, ...] | None = None
+    max_forget: float = 0.0
+
+    def __post_init__(self):
+        _share(self.retain_budget, "calibration.retain_budget")
+        _share(self.max_forget, "calibration.max_forget")
+        if isinstance(self.margin_steps, bool) or not isinstance(self.margin_steps, int) or self.margin_steps < 0:
+            raise UserError(f"calibration.margin_steps must be a whole number of at least 0, got {self.margin_steps!r}.")
+        if self.targets is not None:
+            targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
+            if not targets or any(t not in TARGETS for t in targets):
+                raise UserError(f"calibration.targets must list targets among {', '.join(TARGETS)}, "
+                                f"got {self.targets!r}.")
+            object.__setattr__(self, "targets", targets)
+
+
+CALIBRATION_SHARES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def first_cut(model: nn.Module, graph: ModelGraph, ranked: NeuronPath, spec: PerturbationSpec) -> Cut:
+    """The cut before the earliest layer the full ranked path would edit under ``spec``."""
+    edits = plan_edits(model, ranked.truncated(1.0).units, ranked.forget_class, spec, graph.input_shape)
+    return edit_cut(graph, edits)
+
+
+def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec: PerturbationSpec,
+                   calibration: Calibration, cache: ActivationCache | None = None) -> NeuronPath:
+    """Cut a fully ranked path to the share of units chosen on the validation part of the pool:
+    the smallest share reaching the lowest forget accuracy within the retain budget, then
+    the calibration's ``margin_steps`` shares further while the budget allows (a safety margin: the validation part
+    holds few forget images). Shares grow on one working copy, each step editing only new units."""
+    shape, forget = val.info.input_shape, ranked.forget_class
+    graph = graph_of(model, shape)
+    full_edits = plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape)
+    cache = cache or ActivationCache.build(model, graph, val.images, edit_cut(graph, full_edits))
+    base = summarize(cache.tail_logits(model), val.labels, forget)
+    working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
+    rows_cache = row_edit_cache(model, cache, full_edits)
+    done: dict[str, set[int]] = {name: set() for name in ranked.selections}
+    best, best_forget, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), float("inf"), None
+    for share in CALIBRATION_SHARES:
+        candidate = ranked.truncated(share)
+        new_units = {name: [u for u in units if u not in done[name]] for name, units in candidate.units.items()}
+        edits = plan_edits(model, new_units, forget, spec, shape)
+        edit_in_place(working, edits, spec, generator)
+        for name, units in new_units.items():
+            done[name].update(units)
+        if rows_cache is not None:
+            logits = rows_cache.recomputed_logits(working, edited_rows(edits, rows_cache.layer))
+        else:
+            logits = cache.tail_logits(working)
+        score = summarize(logits, val.labels, forget)
+        if base.retain_acc - score.retain_acc > calibration.retain_budget:
+            break
+        if margin_left is not None:
+            best, margin_left = candidate, margin_left - 1
+        elif score.forget_acc < best_forget:
+            best, best_forget = candidate, score.forget_acc
+            if score.forget_acc == 0.0:
+                margin_left = calibration.margin_steps
+        if margin_left == 0:
+            break
+    best.settings["validation_forget_acc"] = best_forget
+    return best
+
+

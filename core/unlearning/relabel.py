@@ -1,0 +1,166 @@
+"""Second-choice relabelling: make the unlearned model answer forget-class images the way a model
+that never learned the class would, confidently naming another class.
+
+Silencing the class leaves its images between the remaining classes: the softmax over them is
+nearly flat (CIFAR-10 cat images: entropy 2.1 nats of at most 2.3), whereas a retrained model
+names one other class for many of them. A membership attack on output entropy then sees the
+forget images as *less* familiar than a retrained model's (the "Streisand effect").
+
+From the analysis pool alone: each forget-class image's label becomes its second choice under the
+original model (the class it was confused with; Chen et al. 2023, "Boundary Unlearning", shrink to
+the nearest wrong class). A ridge regression on the classifier's inputs h (fit part of the pool)
+gives the logit change that teaches those labels and leaves other images alone,
+
+    D = argmin sum_i ||D [h_i; 1] - t_i||^2 + shrinkage,  t_i = e_second(i) for forget images, else 0,
+
+folded into the classifier as W += alpha D_W, b += alpha D_b. The strength alpha is chosen on the
+validation part: the smallest alpha at which the forget images' mean softmax entropy falls to the
+mean entropy of the retain images the model gets wrong (a model that never learned the class is
+wrong on all of its images, so it should be as sure of them as of its other wrong answers), while
+the validation retain accuracy drops at most ``budget``. Skipped where the validation part has
+fewer than ``min_wrong`` wrong answers to compare with (near-perfect models such as MNIST's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.data.sets import AnalysisPool
+from core.errors import UserError
+from core.metrics.evaluate import softmax_entropy, summarize, wrong_retain_answers, wrong_retain_mask
+from core.models.checkpoints import clone_model
+from core.models.compute import predict_logits
+from core.models.graph import ModelGraph, graph_of
+
+
+MAX_STRENGTH = 64.0
+BISECTION_STEPS = 20
+
+
+@dataclass
+class Relabelling:
+    """What :func:`relabel` did: ``strength`` alpha (0 when skipped) and why."""
+
+    strength: float
+    reason: str
+    forget_entropy: float | None = None     # validation forget images, after
+    wrong_entropy: float | None = None      # validation retain images answered wrongly, after
+
+    def to_dict(self) -> dict:
+        return {"strength": round(self.strength, 4), "reason": self.reason,
+                "forget_entropy": self.forget_entropy, "wrong_entropy": self.wrong_entropy}
+
+
+def classifier_inputs(model: nn.Module, images: torch.Tensor, graph: ModelGraph) -> torch.Tensor:
+    """The rows h the classifier (last Linear) receives, flattened, float64 on the CPU."""
+    source = graph.classifier_input()
+    (h,) = graph.run_probe(model, images, [source.name])
+    return h.flatten(1).double().cpu()
+
+
+def second_choices(original: nn.Module, images: torch.Tensor, forget_class: int) -> torch.Tensor:
+    """argmax_{j != c} of the original model's logits: the class each forget image is confused with."""
+    logits = predict_logits(original, images).clone()
+    logits[:, forget_class] = -float("inf")
+    return logits.argmax(1)
+
+
+def fit_logit_shift(h: torch.Tensor, targets: torch.Tensor, shrinkage: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D_W, D_b) of the ridge regression targets ~ h D_W^T + D_b with covariance
+    S = (1 - shrinkage) Cov(h) + shrinkage * mean(diag Cov(h)) I (centred, so D_b is unpenalised)."""
+    mu, t_mu = h.mean(0), targets.mean(0)
+    hc, n, dim = h - mu, h.shape[0], h.shape[1]
+    cov = hc.T @ hc / n
+    s = (1 - shrinkage) * cov + (shrinkage * cov.diagonal().mean() + 1e-12) * torch.eye(dim, dtype=h.dtype)
+    weight = torch.linalg.solve(s, hc.T @ (targets - t_mu) / n).T
+    return weight, t_mu - weight @ mu
+
+
+def forget_and_wrong_entropies(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> tuple[float, float, int]:
+    """(mean softmax entropy of the forget images, of the retain images answered wrongly (nan when
+    none), how many of those)."""
+    entropy = torch.from_numpy(softmax_entropy(logits))
+    wrong = wrong_retain_mask(logits, labels, forget_class)
+    return (float(entropy[labels == forget_class].mean()), float(entropy[wrong].mean()) if wrong.any() else float("nan"),
+            int(wrong.sum()))
+
+
+def choose_strength(base: torch.Tensor, shift: torch.Tensor, labels: torch.Tensor, forget_class: int,
+                    budget: float, min_wrong: int) -> Relabelling:
+    """Bisection for the alpha at which the forget images' mean entropy meets the wrong answers'
+    (logits ``base + alpha * shift`` on the validation part), within the retain budget."""
+    start = summarize(base.float(), labels, forget_class).retain_acc
+    forget_h, wrong_h, wrong_n = forget_and_wrong_entropies(base.float(), labels, forget_class)
+    if wrong_n < min_wrong:
+        return Relabelling(0.0, f"skipped: {wrong_n} wrong answers on the validation part (needs {min_wrong})")
+    if forget_h <= wrong_h:
+        return Relabelling(0.0, "skipped: forget images already as certain as wrong answers", forget_h, wrong_h)
+
+    def state(alpha: float) -> tuple[bool, float, float]:
+        logits = (base + alpha * shift).float()
+        f, w, _ = forget_and_wrong_entropies(logits, labels, forget_class)
+        over = start - summarize(logits, labels, forget_class).retain_acc > budget
+        return over or not f > w, f, w     # True: alpha is at or past the point we want
+
+    low, high = 0.0, MAX_STRENGTH
+    for _ in range(BISECTION_STEPS):
+        mid = (low + high) / 2
+        low, high = (low, mid) if state(mid)[0] else (mid, high)
+    _, forget_h, wrong_h = state(low)
+    return Relabelling(low, "matched" if forget_h - wrong_h < 0.05 else "retain budget", forget_h, wrong_h)
+
+
+@dataclass(frozen=True)
+class Relabel:
+    """Teaching the classifier the forget images' second choice (:func:`relabel`).
+
+    The strength is chosen so that the extra validation retain-accuracy drop stays within
+    ``budget``; skipped where the original model gets fewer than ``min_wrong`` validation retain
+    images wrong (too few to compare with); ``shrinkage`` regularises the ridge fit."""
+
+    budget: float = 0.02
+    min_wrong: int = 20
+    shrinkage: float = 0.1
+
+    def __post_init__(self):
+        for name in ("budget", "shrinkage"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise UserError(f"relabel.{name} must be a share in [0, 1], got {value!r}.")
+        if isinstance(self.min_wrong, bool) or not isinstance(self.min_wrong, int) or self.min_wrong < 0:
+            raise UserError(f"relabel.min_wrong must be a whole number of at least 0, got {self.min_wrong!r}.")
+
+
+def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
+            budget: float = 0.02, shrinkage: float = 0.1, min_wrong: int = 20,
+            original_val_logits: torch.Tensor | None = None) -> tuple[Relabelling, nn.Module]:
+    """(what was done, relabelled copy of ``model``): fit the second-choice logit shift on ``fit``,
+    choose its strength on ``val`` (module docstring). ``model`` and ``original`` are untouched.
+    Whether there are ``min_wrong`` wrong answers is judged by the original model's logits on
+    ``val`` (``original_val_logits`` when the caller has them), before any work on ``model``."""
+    graph = graph_of(original, fit.info.input_shape)
+    if original_val_logits is None:
+        original_val_logits = predict_logits(original, val.images)
+    wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
+    if wrong < min_wrong:
+        return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)
+    out = clone_model(model)
+    clf = out.get_submodule(graph.classifier())
+    w0 = clf.weight.detach().double().cpu()
+    b0 = clf.bias.detach().double().cpu() if clf.bias is not None else torch.zeros(len(w0), dtype=torch.float64)
+    h_val = classifier_inputs(model, val.images, graph)
+    base = h_val @ w0.T + b0
+    forget = fit.labels == forget_class
+    targets = torch.zeros(len(fit), fit.info.num_classes, dtype=torch.float64)
+    targets[forget.nonzero(as_tuple=True)[0], second_choices(original, fit.images[forget], forget_class)] = 1.0
+    weight, bias = fit_logit_shift(classifier_inputs(model, fit.images, graph), targets, shrinkage)
+    chosen = choose_strength(base, h_val @ weight.T + bias, val.labels, forget_class, budget, min_wrong)
+    if chosen.strength > 0:
+        with torch.no_grad():
+            clf.weight.add_((chosen.strength * weight).to(clf.weight))
+            if clf.bias is None:
+                clf.bias = nn.Parameter(torch.zeros(len(w0)).to(clf.weight), requires_grad=False)
+            clf.bias.add_((chosen.strength * bias).to(clf.bias))
+    return chosen, out
