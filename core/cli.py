@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from dataclasses import replace
 import json
 import shlex
 import sys
@@ -133,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="any setting by its dotted name, after the options above; repeatable, e.g. "
                          "--set erasure.budget=0.01 --set relabel=none (python -m core settings lists them)")
     un.add_argument("--pool-per-class", type=int, default=100, help="held-out images per class in the analysis pool")
+    un.add_argument("--eval-split", default="heldout", choices=["heldout", "train"],
+                    help="where accuracy is measured: the held-out evaluation set (default), or the training split "
+                         "as the authors' runner does")
     un.add_argument("--save", default=None,
                     help="write the unlearned model here: .safetensors, .onnx or .pt2 (never overwrites)")
     un.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -297,6 +299,8 @@ def cmd_unlearn(args) -> int:
     if test.info.num_classes != card.num_classes:
         raise UserError(f"The checkpoint has {card.num_classes} classes but {card.dataset} has {test.info.num_classes}.")
     pool, eval_set = split_heldout(test, args.pool_per_class, args.seed)
+    if args.eval_split == "train":                     # the authors' protocol: accuracy on the training images
+        eval_set = load_split(card.dataset, "train", args.data_dir)
     model = model.to(device)
     before = evaluate(model, eval_set, args.forget)
     result = unlearn(model, pool, args.forget, config)
@@ -310,7 +314,7 @@ def cmd_unlearn(args) -> int:
         "relabelling": result.relabelling.to_dict() if result.relabelling else None,
         "seconds_unlearn": result.seconds_unlearn,
         "seconds_breakdown": result.seconds, "analysis_size": len(pool), "analysis_images_used": result.path.settings["n_images"],
-        "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
+        "eval_split": args.eval_split, "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
     }
     if save is not None:
         new_card = ModelCard(**{**card.__dict__, "per_class_accuracy": [round(a, 4) for a in after.per_class],
@@ -326,7 +330,9 @@ def cmd_unlearn(args) -> int:
                                           "metrics": {k: report[k] for k in ("forget_acc_before", "forget_acc_after",
                                                                              "retain_acc_before", "retain_acc_after",
                                                                              "seconds_unlearn", "eval_size")},
-                                          "accuracy_on": "evaluation set (held-out, disjoint from the analysis pool)"}})
+                                          "accuracy_on": ("the training split (the authors' protocol)"
+                                                          if args.eval_split == "train" else
+                                                          "evaluation set (held-out, disjoint from the analysis pool)")}})
         save_model(result.model.cpu(), new_card, save)
         report["saved"] = str(save)
     print(json.dumps(report) if args.json else format_report(report, card.classes))
@@ -382,7 +388,8 @@ def format_report(report: dict, classes: list[str]) -> str:
     lines = [f"Forgetting class {report['forget_class']} ({classes[report['forget_class']]}) of "
              f"{report['dataset']}/{report['arch']} on {report['device']}",
              f"analysis pool {report['analysis_size']} held-out images ({report['analysis_images_used']} of the forget class used), "
-             f"evaluation set {report['eval_size']} images", "",
+             + (f"accuracy on the training split ({report['eval_size']} images, the authors' protocol)"
+                if report.get("eval_split") == "train" else f"evaluation set {report['eval_size']} images"), "",
              f"{'class':<14}{'before':>8}{'after':>8}"]
     for c, (b, a) in enumerate(zip(report["per_class_before"], report["per_class_after"])):
         mark = "  <- forget" if c == report["forget_class"] else ""

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.bench.methods import (DATA_USED, METHODS, BaselineBudget, OutputMask, UnlearnContext,
-                                UnlearnOutcome, check_methods, fisher_diagonal, ssd_dampen)
+from core.bench.methods import (DATA_USED, METHODS, BaselineBudget, UnlearnContext,
+                                UnlearnOutcome, check_methods, fisher_diagonal, mask_output, ssd_dampen)
 from core.data.catalog import load_split
 from core.errors import UserError
 from core.metrics.evaluate import evaluate
@@ -77,14 +77,20 @@ def test_retrain_never_recognises_the_forget_class(outcomes, digits_split):
 
 
 def test_output_mask_only_masks_the_forget_logit(digits_model, digits_split):
+    """Real weights: the forget logit is one constant below every logit on the pool, the other
+    logits are unchanged, the original model is untouched, and no image is called the forget class."""
     model, _ = digits_model
-    x = digits_split[1].images[:16]
-    masked = OutputMask(model, [FORGET], 10)
+    pool, eval_set = digits_split
+    before = state_checksum(model)
+    masked = mask_output(model, FORGET, pool)
     with torch.no_grad():
-        plain, out = model(x), masked(x)
-    assert torch.isneginf(out[:, FORGET]).all()
+        plain, out = model(eval_set.images), masked(eval_set.images)
+        lowest = model(pool.images).min()
+    assert torch.allclose(out[:, FORGET], torch.full_like(out[:, FORGET], float(lowest) - 1.0))
     keep = [c for c in range(10) if c != FORGET]
-    assert torch.equal(out[:, keep], plain[:, keep])
+    assert torch.allclose(out[:, keep], plain[:, keep])
+    assert not (out.argmax(1) == FORGET).any() and state_checksum(model) == before
+    assert type(masked) is type(model) and all(torch.isfinite(p).all() for p in masked.parameters())
 
 
 def test_gradient_ascent_stops_once_the_class_is_gone(outcomes):

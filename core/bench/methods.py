@@ -18,7 +18,8 @@ name                      what it does                                          
 ``lra_npp``               the authors' LRP path perturbation (``PAPER_CONFIG``).     analysis pool only
 ``noise_gaussian``        as ``lra_npp`` with N(0, 1) noise instead of zeroing.      analysis pool only
 ``noise_laplace``         as ``lra_npp`` with Laplace(0, 1) noise.                   analysis pool only
-``output_mask``           forget-class logit forced to -inf, weights untouched.      none
+``output_mask``           forget-class classifier row zeroed, its bias set below     analysis pool only
+                          every pool logit (a real model, fine-tunable).
 ``ours``                  this project's defaults (``default_config()`` at run time) analysis pool only
 ========================  =========================================================  ==============================
 
@@ -39,7 +40,8 @@ from torch import nn
 
 from core.data.sets import AnalysisPool, ImageSet
 from core.models.checkpoints import clone_model
-from core.models.compute import model_device
+from core.models.compute import model_device, predict_logits
+from core.models.graph import graph_of
 from core.models.registry import build_model
 from core.models.train import TrainConfig, train_model
 
@@ -371,27 +373,29 @@ def noise_laplace(model: nn.Module, ctx: UnlearnContext) -> UnlearnOutcome:
     return _path_method(model, ctx, PAPER_CONFIG.override({"perturbation.method": "laplace"}))
 
 
-class OutputMask(nn.Module):
-    """``model`` with the logits of ``classes`` forced to -inf (a buffer added to the output)."""
+def mask_output(model: nn.Module, forget_class: int, pool) -> nn.Module:
+    """The output mask as real weights, a model anyone could fine-tune: a copy of ``model`` whose
+    classifier row for ``forget_class`` is zeroed and whose bias for it is set one below the lowest
+    logit the model gives any analysis-pool image, so the class's logit is a constant that never
+    wins on images like the pool's."""
+    masked = clone_model(model)
+    graph = graph_of(masked, pool.info.input_shape)
+    head = masked.get_submodule(graph.classifier())
+    lowest = float(predict_logits(model, pool.images).min())
+    with torch.no_grad():
+        head.weight[forget_class].zero_()
+        if head.bias is None:
+            head.bias = nn.Parameter(torch.zeros(head.out_features, device=head.weight.device))
+        head.bias[forget_class] = lowest - 1.0
+    return masked.eval()
 
-    relearnable = False   # fine-tuning cannot lift a -inf added after the last layer
 
-    def __init__(self, model: nn.Module, classes: list[int], num_classes: int):
-        super().__init__()
-        self.model = model
-        mask = torch.zeros(num_classes, device=model_device(model))
-        mask[list(classes)] = float("-inf")
-        self.register_buffer("mask", mask)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) + self.mask
-
-
-@register("output_mask", NONE, "forget-class logit forced to -inf; weights untouched (trivial row)")
+@register("output_mask", POOL_ONLY, "forget-class classifier row zeroed, its bias set below every logit on the "
+          "pool (a real, fine-tunable model)")
 def output_mask(model: nn.Module, ctx: UnlearnContext) -> UnlearnOutcome:
     with _Clock(model_device(model)) as clock:
-        masked = OutputMask(clone_model(model), [ctx.forget_class], ctx.num_classes).eval()
-    return UnlearnOutcome(masked, clock.seconds, NONE)
+        masked = mask_output(model, ctx.forget_class, ctx.pool)
+    return UnlearnOutcome(masked, clock.seconds, POOL_ONLY)
 
 
 @register("ours", POOL_ONLY, "this project's defaults: core.unlearning.default_config() at run time")

@@ -48,6 +48,8 @@ class Profile:
     relearn_every: int | None = None       # None: every step to 8, then ~20 % apart
     relearn_lr: float = 3e-4
     relearn_batch: int = 32
+    relearn_images: int = 64               # forget-class training images in the relearn set (and as many retain)
+    train_eval_per_class: int = 200        # training images per class for the authors' protocol
 
     def settings(self) -> dict:
         d = dataclasses.asdict(self)
@@ -210,6 +212,8 @@ class Case:
     mia_heldout: ImageSet           # retain-class evaluation images (its non-members)
     forget_train: ImageSet          # forget-class training images (sample)
     eval_forget: torch.Tensor       # evaluation images of the forget class
+    relearn_set: ImageSet           # fixed relearn set: forget-class and as many retain-class training images
+    train_eval: ImageSet            # seeded sample of the training split (the authors' protocol)
 
     def context(self) -> UnlearnContext:
         return UnlearnContext(self.forget_class, self.pool, self.train, self.arch, self.train_config,
@@ -243,8 +247,22 @@ def make_case(target: Target, profile: Profile, train: ImageSet, pool, eval_set:
         where = mask.nonzero(as_tuple=True)[0]
         return data.subset(where[torch.randperm(len(where), generator=g)[:n]].sort().values)
 
+    mia_members = sample(train, train.labels != forget_class)
+    mia_heldout = sample(eval_set, eval_set.labels != forget_class)
+    forget_train = sample(train, train.labels == forget_class)
+    relearn_set = _relearn_set(train, forget_class, profile.relearn_images, seed)
     return Case(target.dataset, target.arch, forget_class, seed, pool, eval_set, train, train_config, target.budget,
-                mia_members=sample(train, train.labels != forget_class),
-                mia_heldout=sample(eval_set, eval_set.labels != forget_class),
-                forget_train=sample(train, train.labels == forget_class),
-                eval_forget=eval_set.images[eval_set.labels == forget_class])
+                mia_members=mia_members, mia_heldout=mia_heldout, forget_train=forget_train,
+                eval_forget=eval_set.images[eval_set.labels == forget_class], relearn_set=relearn_set,
+                train_eval=stratified_sample(train, profile.train_eval_per_class, seed + 104729))
+
+
+def _relearn_set(train: ImageSet, forget_class: int, n: int, seed: int) -> ImageSet:
+    """``n`` forget-class training images and ``n`` retain-class ones, seeded by (seed, class) only,
+    so every method of a case relearns from the same images."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + forget_class)
+    parts = []
+    for mask in (train.labels == forget_class, train.labels != forget_class):
+        where = mask.nonzero(as_tuple=True)[0]
+        parts.append(where[torch.randperm(len(where), generator=g)[:n]])
+    return train.subset(torch.cat(parts).sort().values)

@@ -21,19 +21,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.bench.columns import ORIGINAL, ORIGINAL_DATA
+from core.bench.machine import PeakMemory, _git_commit, _git_dirty, choose_threads, machine_info
 from core.bench.methods import METHODS, UnlearnOutcome
+from core.bench.plan import Case, Plan, Profile, _train_config, make_case, make_plan, stratified_sample
+from core.bench.retrain_cache import _load_retrain, _store_retrain
 from core.data.cache import cache_dir
 from core.data.catalog import load_split
 from core.data.sets import split_heldout
 from core.errors import UserError
-from core.metrics.evaluate import membership_inference, summarize
-from core.models.compute import model_device, pick_device
-from core.metrics.probes import (forward_with_features, loss_mia_gap, per_example_loss, relearn_steps,
-                                 representation_probe)
-from core.bench.columns import ORIGINAL, ORIGINAL_DATA
-from core.bench.machine import PeakMemory, _git_commit, _git_dirty, choose_threads, machine_info
-from core.bench.plan import Case, Plan, Profile, _train_config, make_case, make_plan, stratified_sample
-from core.bench.retrain_cache import _load_retrain, _store_retrain
+from core.metrics.attacks import membership_attacks
+from core.metrics.evaluate import summarize
+from core.metrics.probes import forward_with_features, loss_mia_gap, per_example_loss, representation_probe
+from core.metrics.relearn import relearn
+from core.models.compute import model_device, pick_device, predict_logits
 
 
 def _clean(value: float) -> float | None:
@@ -41,24 +42,36 @@ def _clean(value: float) -> float | None:
 
 
 def measure(model: nn.Module, case: Case, profile: Profile, forward=None) -> dict:
-    """Every metric of ``model`` on ``case`` (evaluation only; nothing here is timed as unlearning)."""
+    """Every metric of ``model`` on ``case`` (evaluation only; nothing here is timed as unlearning):
+    held-out accuracy; accuracy on a seeded sample of the training split (the authors' protocol);
+    three membership attacks (:mod:`core.metrics.attacks`); relearning to 50 % and 90 % with the
+    fixed recipe on the case's relearn set (:mod:`core.metrics.relearn`); the representation probe."""
     start = time.perf_counter()
     fwd = forward or forward_with_features(model, case.eval_set.images)
     ev = summarize(fwd.logits, case.eval_set.labels, case.forget_class)
-    mia = membership_inference(model, case.mia_members, case.mia_heldout, case.forget_train, n=profile.mia_n,
-                               seed=case.seed)
-    member_logits = forward_with_features(model, case.forget_train.images).logits
+    on_train = summarize(predict_logits(model, case.train_eval.images), case.train_eval.labels, case.forget_class)
     forget_mask = case.eval_set.labels == case.forget_class
+    attacks = membership_attacks(model, case.mia_members, case.mia_heldout, case.forget_train,
+                                 case.eval_set.subset(forget_mask), n=profile.mia_n, seed=case.seed)
+    member_logits = forward_with_features(model, case.forget_train.images).logits
     gap = loss_mia_gap(per_example_loss(member_logits, case.forget_train.labels),
                        per_example_loss(fwd.logits[forget_mask], case.eval_set.labels[forget_mask]))
-    steps, reached = relearn_steps(model, case.pool, case.eval_forget, case.forget_class, profile.relearn_cap,
-                                   profile.relearn_every, profile.relearn_lr, profile.relearn_batch, case.seed)
+    steps = relearn(model, case.relearn_set.images, case.relearn_set.labels, case.eval_forget, case.forget_class,
+                    profile.relearn_cap, profile.relearn_every, profile.relearn_lr, profile.relearn_batch, case.seed)
     probe = representation_probe(fwd.features.numpy(), case.eval_set.labels.numpy(), case.forget_class, case.seed)
-    return {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "overall_acc": ev.overall,
-            "mia_entropy": mia, "mia_loss_gap": gap, "relearn_steps": steps, "relearn_reached": reached,
-            "probe_recall": probe.recall, "probe_auc": probe.auc,
-            "per_class": json.dumps([_clean(round(a, 4)) for a in ev.per_class]),
-            "eval_seconds": round(time.perf_counter() - start, 3)}
+    row = {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "overall_acc": ev.overall,
+           "forget_acc_train": on_train.forget_acc, "retain_acc_train": on_train.retain_acc,
+           "mia_entropy": attacks["entropy"].share, "mia_loss_gap": gap,
+           "relearn_steps": profile.relearn_cap if steps[0.5] is None else steps[0.5],
+           "relearn_reached": steps[0.5] is not None,
+           "relearn_steps_90": profile.relearn_cap if steps[0.9] is None else steps[0.9],
+           "relearn_reached_90": steps[0.9] is not None,
+           "probe_recall": probe.recall, "probe_auc": probe.auc,
+           "per_class": json.dumps([_clean(round(a, 4)) for a in ev.per_class]),
+           "eval_seconds": round(time.perf_counter() - start, 3)}
+    for name, result in attacks.items():
+        row[f"mia_{name}_share"], row[f"mia_{name}_auc"] = result.share, result.auc
+    return row
 
 
 def run_method(name: str, model: nn.Module, case: Case, use_cache: bool = False) -> tuple[UnlearnOutcome, float, bool]:

@@ -1,12 +1,7 @@
-"""What is left of a forgotten class after unlearning: relearn time, a linear probe on the
-penultimate features, and a loss-based membership attack.
+"""What is left of a forgotten class inside the model: a linear probe on the penultimate features,
+and a loss-based membership attack (relearning is :mod:`core.metrics.relearn`; the membership
+attacks side by side are :mod:`core.metrics.attacks`).
 
-* **relearn steps**: fine-tune a copy of the model on the analysis pool (all classes, batch 32,
-  Adam with a fixed learning rate, 3e-4) and count the steps until the forget class is back above
-  50 % accuracy on the evaluation set (checked before the first step, after every step up to 8, then
-  about 20 % apart: the count is exact to within 20 %). A model
-  that still holds the class internally relearns it in a few steps; one that never learned it needs
-  many. ``cap`` is reported when the class never comes back within ``cap`` steps.
 * **representation probe**: a logistic regression on the classifier's input features (read off
   the traced graph, :mod:`core.models.graph`), fitted on one seeded half of the held-out
   evaluation set and scored on the other, telling the forget class from the rest. Reports the
@@ -23,12 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from core.data.sets import ImageSet
-from core.models.checkpoints import clone_model
-from core.models.compute import model_device
 from core.models.graph import ModelGraph, graph_of
 
 
@@ -117,64 +108,3 @@ def representation_probe(features: np.ndarray, labels: np.ndarray, forget_class:
     positives = target[test] == 1
     return ProbeResult(recall=float(predicted[positives].mean()),
                        auc=float(roc_auc_score(target[test], clf.decision_function(x_test))))
-
-
-@torch.no_grad()
-def _class_accuracy(model: nn.Module, images: torch.Tensor, forget_class: int, batch_size: int = 256) -> float:
-    device = model_device(model)
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        correct += int((model(images[start:start + batch_size].to(device)).argmax(1) == forget_class).sum())
-    return correct / max(len(images), 1)
-
-
-def check_schedule(cap: int, every: int | None = None) -> list[int]:
-    """Steps after which relearning is checked: every ``every`` steps, or (None) every step up to 8
-    and then about 20 % apart (1..8, 10, 12, 14, 17, 20, 24, ...), always ending at ``cap``."""
-    if every is not None:
-        steps = list(range(every, cap + 1, every))
-    else:
-        steps, s = [], 1
-        while s < cap:
-            steps.append(s)
-            s = s + 1 if s < 8 else max(s + 1, round(s * 1.2))
-    return sorted(set(steps + [cap]))
-
-
-def relearn_steps(model: nn.Module, pool: ImageSet, forget_images: torch.Tensor, forget_class: int,
-                  cap: int = 200, every: int | None = None, lr: float = 3e-4, batch_size: int = 32, seed: int = 0,
-                  threshold: float = 0.5) -> tuple[int, bool]:
-    """(steps, reached): Adam fine-tuning of a copy of ``model`` on ``pool`` (all classes) until
-    the accuracy on ``forget_images`` (held-out images of the forget class) exceeds ``threshold``,
-    checked at :func:`check_schedule` steps; ``(cap, False)`` when it never does. A model marked
-    ``relearnable = False`` (the output mask, whose -inf sits after every weight) returns
-    ``(cap, False)`` without training."""
-    if not getattr(model, "relearnable", True):
-        return cap, False
-    tuned = clone_model(model)
-    if _class_accuracy(tuned, forget_images, forget_class) > threshold:
-        return 0, True
-    device = model_device(tuned)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    for p in tuned.parameters():
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
-    order = torch.randperm(len(pool), generator=generator)
-    position, checks = 0, set(check_schedule(cap, every))
-    for step in range(1, cap + 1):
-        if position + batch_size > len(order):
-            order, position = torch.randperm(len(pool), generator=generator), 0
-        idx = order[position:position + batch_size]
-        position += batch_size
-        tuned.train()
-        logits = tuned(pool.images[idx].to(device))
-        loss = F.cross_entropy(logits, pool.labels[idx].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step in checks:
-            tuned.eval()
-            if _class_accuracy(tuned, forget_images, forget_class) > threshold:
-                return step, True
-    return cap, False
