@@ -1,4 +1,6 @@
-"""Benchmark runs summarised: mean and std per dataset/arch/method, verdicts against retrain, Markdown.
+"""The one summariser of benchmark runs: mean and std per dataset/arch/method, verdicts against
+retrain, Markdown. The written bench folder (``core.bench.store``), the Compare page
+(``core.ui.results``) and ``python -m benchmarks.headline`` all summarise through here.
 """
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import math
 
 import pandas as pd
 
-from core.bench.columns import LABELS, METRICS, ORIGINAL, REFERENCE, RUN_COLUMNS
+from core.bench.columns import (LABELS, METRICS, ORIGINAL, ORIGINAL_DESCRIPTION, REFERENCE, RUN_COLUMNS,
+                                training_data_columns)
 
 
 # Tolerances of the "loses to retrain" lines (absolute unless stated).
@@ -29,12 +32,26 @@ def _as_list(value) -> list:
 
 
 def runs_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
-    """Rows as a DataFrame with :data:`RUN_COLUMNS` first (missing ones added empty)."""
+    """Rows as a DataFrame with :data:`RUN_COLUMNS` first (missing ones added empty), the training
+    data as a bool plus its label (:func:`core.bench.columns.training_data_columns`)."""
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     for col in RUN_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
+    df = training_data_columns(df)
     return df[RUN_COLUMNS + [c for c in df.columns if c not in RUN_COLUMNS]]
+
+
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """A summary read back from a summary.csv (old or new) with the training data as bool + label."""
+    return training_data_columns(summary)
+
+
+def method_description(method: str) -> str:
+    """One line saying what a method does (the registry's description)."""
+    from core.bench.methods import DESCRIPTIONS
+
+    return ORIGINAL_DESCRIPTION if method == ORIGINAL else DESCRIPTIONS.get(method, "")
 
 
 def method_order(methods) -> list[str]:
@@ -57,7 +74,8 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.reset_index()
     table.insert(3, "runs", grouped.size().values)
-    table.insert(4, "uses_training_data", grouped["uses_training_data"].first().values)
+    table.insert(4, "uses_training_data", grouped["uses_training_data"].any().values.astype(bool))
+    table.insert(5, "training_data", grouped["training_data"].first().values)
     order = {m: i for i, m in enumerate(method_order(table["method"]))}
     targets = list(dict.fromkeys(zip(runs["dataset"], runs["arch"])))
     table["_t"] = [targets.index((d, a)) for d, a in zip(table["dataset"], table["arch"])]
@@ -173,8 +191,7 @@ def _verdict(row, ref, relearn_cap: int | None) -> str:
             losses.append(f"slower than retraining ({_seconds(s)} s vs {_seconds(rs)} s)")
         elif s > 0:
             wins.append(f"{rs / s:,.0f}x faster than retraining" if rs / s >= 2 else "about as fast as retraining")
-    data = str(row.get("uses_training_data", ""))
-    if data.startswith("none"):
+    if not training_data_columns(pd.DataFrame([dict(row)]))["uses_training_data"].iloc[0]:
         wins.append("needs no training data")
     head = f"- **{row['method']}**"
     if losses:
@@ -214,7 +231,8 @@ def _notes(part: pd.DataFrame) -> list[str]:
 
 
 def summary_table(summary: pd.DataFrame, dataset: str, arch: str) -> str:
-    part = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+    """One model's summary as a Markdown table (retrain in bold)."""
+    part = summary_frame(summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)])
     cols = ["forget_acc", "retain_acc", "mia_entropy", "mia_loss_gap", "relearn_steps", "probe_recall", "probe_auc",
             "seconds", "peak_mem_mb"]
     head = "| method | training data | " + " | ".join(LABELS[c] for c in cols) + " | runs |"
@@ -222,7 +240,7 @@ def summary_table(summary: pd.DataFrame, dataset: str, arch: str) -> str:
     for _, row in part.iterrows():
         cells = [_fmt(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in cols]
         name = f"**{row['method']}**" if row["method"] == REFERENCE else row["method"]
-        lines.append(f"| {name} | {row['uses_training_data']} | " + " | ".join(cells) + f" | {row['runs']} |")
+        lines.append(f"| {name} | {row['training_data']} | " + " | ".join(cells) + f" | {row['runs']} |")
     return "\n".join(lines)
 
 
