@@ -60,21 +60,20 @@ def benchmark() -> None:
     if note:
         st.warning(note)
 
+    st.plotly_chart(bench_figures.fig_forget_retain(runs, title="Forget vs retain accuracy", height=420),
+                    key="cmp_tradeoff")
+    st.caption("Best: top left (forgets the class, keeps the rest). The black star with dashed guides is "
+               "retraining, the target; it is drawn on top. Hover a point for what the method does.")
     left, right = st.columns(2, gap="medium")
-    left.plotly_chart(bench_figures.fig_forget_retain(runs, title="Forget vs retain accuracy"), key="cmp_tradeoff")
-    left.caption("Best: top left (forgets the class, keeps the rest). The black star with dashed guides "
-                 "is retraining, the target. Hover a point for what the method does.")
-    right.plotly_chart(bench_figures.fig_seconds(runs, title="Seconds to unlearn (log scale)"), key="cmp_time")
-    right.caption("Wall-clock seconds to unlearn one class, mean over runs; each grid line is 10x.")
-    left2, right2 = st.columns(2, gap="medium")
+    left.plotly_chart(bench_figures.fig_seconds(runs, title="Seconds to unlearn (log scale)"), key="cmp_time")
+    left.caption("Wall-clock seconds to unlearn one class, mean over runs; each grid line is 10x.")
     if runs["mia_entropy"].notna().any():
-        left2.plotly_chart(bench_figures.fig_metric(runs, "mia_entropy", pick[0], pick[1],
-                                                    title="Membership inference (entropy attack)"), key="cmp_mia")
-        left2.caption("Share of the forget class's training images an entropy attack still calls members. "
+        right.plotly_chart(bench_figures.fig_metric(runs, "mia_entropy", pick[0], pick[1],
+                                                    title="Membership inference"), key="cmp_mia")
+        right.caption("Share of the forget class's training images an entropy attack still calls members. "
                       "Retraining's value (dashed) is what 'never seen' looks like.")
-    right2.markdown("""
-**How to read these results**
-
+    with st.expander("How to read these results"):
+        st.markdown("""
 - **Forget accuracy**: how often the unlearned model still recognises the forgotten class on held-out
   images. Retraining reaches about 0 %.
 - **Retain accuracy**: mean accuracy over the other classes; it should stay at the original model's level.
@@ -86,7 +85,8 @@ def benchmark() -> None:
 """)
     st.markdown("**Means per method** (over forget classes and seeds)")
     table = ui.compare_table(runs)
-    st.dataframe(table, hide_index=True, width="stretch", key="cmp_table", column_config={
+    st.dataframe(table, hide_index=True, width="stretch", key="cmp_table", height=36 * (len(table) + 1) + 4,
+                 column_config={
         "what it does": st.column_config.TextColumn(width="large"),
         "uses training data": st.column_config.CheckboxColumn(help="Did the method read training images?"),
         **{c: st.column_config.NumberColumn(format="%.3g" if c in ("seconds", "MIA (entropy)") else "%.1f")
@@ -102,20 +102,20 @@ else:
             "It writes `bench-results/quick/runs.csv`; reload this page afterwards.")
 
 st.markdown(f"##### Which class the current model answers, before and after unlearning ({lm.name})")
-c1, c2 = st.columns([1, 3])
+c1, c2, c3 = st.columns(3)
 cls = common.class_selectbox("Forget class", lm, key="cmp_class", container=c1,
                              help="Unlearned with the library's default (the CLI's `python -m core unlearn`).")
 try:
     shown = predictions(lm.checksum, lm, cls)
 except UserError as exc:
     common.fail(exc)
-c1.metric("Forget accuracy", common.pct(shown["forget_acc"][1]),
+c2.metric("Forget accuracy", common.pct(shown["forget_acc"][1]),
           delta=f"{100 * (shown['forget_acc'][1] - shown['forget_acc'][0]):+.1f} points", delta_color="inverse")
-c1.metric("Retain accuracy", common.pct(shown["retain_acc"][1]),
+c3.metric("Retain accuracy", common.pct(shown["retain_acc"][1]),
           delta=f"{100 * (shown['retain_acc'][1] - shown['retain_acc'][0]):+.1f} points")
-c1.caption(f"Each row: one true class's evaluation images, in percent, by the class the model answers. After "
-           f"unlearning, the forget class's row spreads over the others and its column empties; the other rows "
-           f"stay on the diagonal. Unlearning took {shown['seconds']:.2f} s.")
-c2.plotly_chart(figures.confusion_before_after(lm.classes, shown["before"], shown["after"], cls,
+st.plotly_chart(figures.confusion_before_after(lm.classes, shown["before"], shown["after"], cls,
                                                title="Predictions per class, before and after unlearning"),
                 key="cmp_confusion")
+st.caption(f"Each row: one true class's evaluation images, in percent, by the class the model answers. After "
+           f"unlearning, the forget class's row spreads over the others and its column empties; the other rows "
+           f"stay on the diagonal. Unlearning took {shown['seconds']:.2f} s.")

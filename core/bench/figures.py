@@ -84,8 +84,8 @@ def fig_forget_retain(runs: pd.DataFrame, dataset: str | None = None, arch: str 
     fig.update_xaxes(title="forget-class accuracy (lower is better)", ticksuffix=" %", range=[-4, 104])
     fig.update_yaxes(title="retain accuracy (higher is better)", ticksuffix=" %")
     rows = -(-len(methods) // 4)
-    return _style(fig, title, height + 24 * rows, legend=dict(orientation="h", x=0, y=-0.18, yanchor="top"),
-                  margin=dict(l=60, r=20, t=50, b=80 + 24 * rows))
+    return _style(fig, title, height + 24 * rows, legend=dict(orientation="h", x=0, y=-0.24, yanchor="top"),
+                  margin=dict(l=60, r=20, t=50, b=100 + 24 * rows))
 
 
 def fig_seconds(runs: pd.DataFrame, dataset: str | None = None, arch: str | None = None,
@@ -105,17 +105,19 @@ def fig_seconds(runs: pd.DataFrame, dataset: str | None = None, arch: str | None
         fig.add_trace(go.Bar(x=x, y=stats["mean"].clip(lower=1e-6), name=method, marker_color=method_color(method),
                              error_y=dict(type="data", array=stats["std"].fillna(0).tolist(), visible=True),
                              text=[f"{v:.2g} s" for v in stats["mean"]], textposition="outside", cliponaxis=False,
+                             textfont=dict(size=11),
                              hovertemplate=f"<b>{method}</b>: {method_description(method)}<br>"
                                            "%{y:.3g} s<extra>%{x}</extra>"))
     fig.update_yaxes(type="log", title="seconds (log scale)", dtick=1)
     fig.update_xaxes(type="category", title="model" if len(models) > 1 else "method")
-    return _style(fig, title, height, barmode="group" if len(models) > 1 else "overlay", showlegend=len(models) > 1)
+    return _style(fig, title, height, barmode="group" if len(models) > 1 else "overlay", showlegend=len(models) > 1,
+                  uniformtext=dict(minsize=10, mode="hide"))
 
 
 def fig_metric(summary: pd.DataFrame, metric: str, dataset: str, arch: str, title: str | None = None,
                height: int = 400) -> go.Figure:
     """One metric's mean (± std) per method for one model, coloured by method, retrain's value as a
-    dashed line. ``summary`` is :func:`core.bench.report.summarize_runs`'s table (or a runs table,
+    dashed line (the title says so). ``summary`` is :func:`core.bench.report.summarize_runs`'s table (or a runs table,
     summarised here)."""
     if f"{metric}_mean" not in summary.columns:
         summary = summarize_runs(summary)
@@ -130,11 +132,10 @@ def fig_metric(summary: pd.DataFrame, metric: str, dataset: str, arch: str, titl
                            hovertemplate="<b>%{x}</b>: %{customdata}<br>%{y:.3g}<extra></extra>"))
     ref = values[part["method"] == REFERENCE].dropna()
     if len(ref):
-        fig.add_hline(y=float(ref.iloc[0]), line=dict(dash="dash", color=method_color(REFERENCE), width=1),
-                      annotation_text="retrain", annotation_position="top left")
+        fig.add_hline(y=float(ref.iloc[0]), line=dict(dash="dash", color=method_color(REFERENCE), width=1))
     fig.update_yaxes(title=label, rangemode="tozero")
     fig.update_xaxes(type="category", title="method")
-    return _style(fig, title or f"{label}: {dataset} / {arch}", height, showlegend=False)
+    return _style(fig, (title or f"{label}: {dataset} / {arch}") + " (dashed: retrain)", height, showlegend=False)
 
 
 def build_figures(runs: pd.DataFrame, summary: pd.DataFrame) -> dict[str, go.Figure]:

@@ -327,7 +327,7 @@ def confusion_before_after(classes: Sequence[str], before: np.ndarray, after: np
     column empties. Benchmark figures live in :mod:`core.bench.figures`."""
     labels = [f"{name} (forget)" if c == forget_class else str(name) for c, name in enumerate(classes)]
     fig = make_subplots(rows=1, cols=2, subplot_titles=["before unlearning", "after unlearning"],
-                        horizontal_spacing=0.1)
+                        horizontal_spacing=0.06)
     for col, matrix in ((1, before), (2, after)):
         counts = np.asarray(matrix, dtype=float)
         share = 100 * counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -338,6 +338,6 @@ def confusion_before_after(classes: Sequence[str], before: np.ndarray, after: np
             hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.1f} % (%{customdata:.0f} images)<extra></extra>"),
             row=1, col=col)
         fig.update_xaxes(title="predicted class", type="category", tickangle=-45, row=1, col=col)
-        fig.update_yaxes(type="category", autorange="reversed", row=1, col=col,
+        fig.update_yaxes(type="category", autorange="reversed", row=1, col=col, showticklabels=col == 1,
                          title="true class" if col == 1 else None)
-    return _style(fig, title, height=max(380, 120 + 34 * len(labels)), margin=dict(l=70, r=20, t=80, b=90))
+    return _style(fig, title, height=max(380, 140 + 30 * len(labels)), margin=dict(l=80, r=20, t=80, b=100))

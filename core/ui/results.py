@@ -59,10 +59,10 @@ def model_choices(runs, current: tuple[str, str] | None = None) -> tuple[list[tu
     return combos, index
 
 
-COMPARE_COLUMNS = {"method": "method", "description": "what it does", "uses_training_data": "uses training data",
-                   "training_data": "training data", "forget_acc_mean": "forget acc. (%)",
-                   "forget_acc_std": "± forget", "retain_acc_mean": "retain acc. (%)", "retain_acc_std": "± retain",
-                   "mia_entropy_mean": "MIA (entropy)", "seconds_mean": "seconds", "runs": "runs"}
+COMPARE_COLUMNS = {"method": "method", "uses_training_data": "uses training data", "forget_acc_mean": "forget acc. (%)",
+                   "retain_acc_mean": "retain acc. (%)", "mia_entropy_mean": "MIA (entropy)", "seconds_mean": "seconds",
+                   "training_data": "training data", "description": "what it does", "forget_acc_std": "± forget",
+                   "retain_acc_std": "± retain", "runs": "runs"}
 
 
 def compare_table(runs):
