@@ -91,7 +91,8 @@ def _num(value) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _fmt(metric: str, mean, std=None) -> str:
+def fmt_metric(metric: str, mean, std=None) -> str:
+    """A metric's mean (± std) as the summaries print it: accuracies in percent, seconds to 2-3 digits."""
     m, s = _num(mean), _num(std)
     if m is None:
         return "–"
@@ -238,7 +239,7 @@ def summary_table(summary: pd.DataFrame, dataset: str, arch: str) -> str:
     head = "| method | training data | " + " | ".join(LABELS[c] for c in cols) + " | runs |"
     lines = [head, "|" + "---|" * (len(cols) + 3)]
     for _, row in part.iterrows():
-        cells = [_fmt(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in cols]
+        cells = [fmt_metric(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in cols]
         name = f"**{row['method']}**" if row["method"] == REFERENCE else row["method"]
         lines.append(f"| {name} | {row['training_data']} | " + " | ".join(cells) + f" | {row['runs']} |")
     return "\n".join(lines)
