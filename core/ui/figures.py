@@ -1,7 +1,7 @@
 """Plotly figure builders for the dashboard: plain data in, ``go.Figure`` out (no Streamlit here).
 Benchmark results are drawn by :mod:`core.bench.figures`, the one set of benchmark figures.
 
-Only heatmap, scatter, bar and Sankey traces are used (plus layout images for colour pictures), so
+Only heatmap, scatter and bar traces are used (plus layout images for colour pictures), so
 every figure renders with the plotly.js that Streamlit bundles. Accuracies come in as fractions
 in [0, 1] and are drawn in percent. Relevance is drawn on a diverging scale centred at zero:
 red = evidence for the explained class, blue = evidence against it.
