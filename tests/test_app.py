@@ -450,7 +450,7 @@ def test_compare_page_without_results_says_how_to_make_them(tmp_path, monkeypatc
     monkeypatch.setenv("UNLEARN_BENCH_DIRS", str(tmp_path))
     at = new_app("5_compare")
     assert len(at.info) == 1 and "python -m core bench --profile quick" in at.info[0].value
-    assert not at.get("plotly_chart")
+    assert [c["layout"]["title"]["text"] for c in charts(at)] == ["Predictions per class, before and after unlearning"]
 
 
 def _write_runs(folder: Path, rows: list[dict]) -> Path:
@@ -481,20 +481,55 @@ def test_compare_page_reads_the_newest_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARN_BENCH_DIRS", f"{user}{__import__('os').pathsep}{shipped}")
     assert ui.bench_run_files()[0] == user / "quick" / "runs.csv"
     at = new_app("5_compare")
-    assert not at.info
-    tradeoff = chart(at, "Forget vs. retain")
-    names = [d["name"] for d in tradeoff["data"]]
-    assert names[0] == "retrain (reference)" and "lra_npp" in names
-    lra = [d for d in tradeoff["data"] if d["name"] == "lra_npp"][0]
-    assert list(array(lra["x"])) == [pytest.approx(96.0)] and list(array(lra["y"])) == [pytest.approx(1.0)]
-    times = chart(at, "Time to unlearn")
-    assert times["layout"]["yaxis"]["type"] == "log" and "original" not in list(times["data"][0]["x"])
+    assert not at.info and not at.warning
+    tradeoff = chart(at, "Forget vs retain")
+    names = [d["name"] for d in tradeoff["data"] if d.get("showlegend") is not False]
+    assert names[-1] == "retrain" and "lra_npp" in names                   # retrain drawn last: on top
+    lra = [d for d in tradeoff["data"] if d["name"] == "lra_npp" and d.get("showlegend") is not False][0]
+    assert list(array(lra["x"])) == [pytest.approx(1.0)] and list(array(lra["y"])) == [pytest.approx(96.0)]
+    times = chart(at, "Seconds to unlearn")
+    assert times["layout"]["yaxis"]["type"] == "log" and "original" not in [d["name"] for d in times["data"]]
     assert chart(at, "Membership inference")
     table = at.dataframe[0].value
     assert list(table["method"])[:2] == ["retrain", "original"]
+    assert table.set_index("method")["uses training data"].to_dict() == {"retrain": True, "original": False,
+                                                                         "lra_npp": False}
+    assert all(table["what it does"].str.len() > 10)                       # each method explained in one line
     at.selectbox(key="cmp_file").set_value(shipped / "quick" / "runs.csv").run()
-    lra = [d for d in chart(at, "Forget vs. retain")["data"] if d["name"] == "lra_npp"][0]
-    assert list(array(lra["y"])) == [pytest.approx(50.0)]
+    lra = [d for d in chart(at, "Forget vs retain")["data"] if d["name"] == "lra_npp"][-1]
+    assert list(array(lra["x"])) == [pytest.approx(50.0)]
+
+
+def test_compare_page_on_stored_runs_starts_at_the_current_model_and_ticks_training_data(tmp_path, monkeypatch):
+    """Real rows from assets/bench/quick (digits and MNIST, the training data stored as text labels)."""
+    import shutil
+
+    shutil.copytree(ROOT / "assets" / "bench" / "quick", tmp_path / "quick")
+    monkeypatch.setenv("UNLEARN_BENCH_DIRS", str(tmp_path))
+    at = new_app("5_compare")
+    assert at.selectbox(key="cmp_combo").value == ("digits", "cnn")           # the current model
+    table = at.dataframe[0].value.set_index("method")
+    ticked = {m for m, used in table["uses training data"].items() if used}
+    assert ticked == {"retrain", "finetune", "gradient_ascent", "random_labels", "ssd"}
+    assert table.loc["retrain", "training data"] == "retain train"
+    at.selectbox(key="cmp_combo").set_value(("mnist", "cnn")).run()
+    assert not at.exception and "mnist" in str(at.dataframe[1].value["dataset"].unique())
+
+
+def test_compare_page_shows_the_confusion_matrices_before_and_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_BENCH_DIRS", str(tmp_path))
+    at = new_app("5_compare")
+    fig = chart(at, "Predictions per class")
+    before, after = (array(d["z"]) for d in fig["data"])
+    cls = at.selectbox(key="cmp_class").value
+    assert before.shape == after.shape == (10, 10)
+    assert before[cls, cls] > 80 and after[cls, cls] < 20                    # the forget class's own column empties
+    others = [c for c in range(10) if c != cls]
+    assert after[others, others].mean() > 80                                 # the rest stays on the diagonal
+    assert before.sum(1) == pytest.approx(100, abs=0.5) and after.sum(1) == pytest.approx(100, abs=0.5)
+    at.selectbox(key="cmp_class").set_value(7).run()
+    after7 = array(chart(at, "Predictions per class")["data"][1]["z"])
+    assert after7[7, 7] < 20 and after7[3, 3] > 80
 
 
 def test_load_runs_refuses_a_file_without_the_columns(tmp_path):

@@ -14,12 +14,12 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from core.bench.columns import RUN_COLUMNS
+from core.bench.columns import ORIGINAL, REFERENCE, RUN_COLUMNS, training_data_columns, uses_training
 from core.bench.figures import fig_forget_retain, fig_seconds
 from core.bench.machine import PeakMemory
-from core.bench.methods import METHODS, mask_output
+from core.bench.methods import DATA_USED, METHODS, mask_output
 from core.bench.plan import PROFILES, make_plan
-from core.bench.report import summarize_runs, summary_markdown
+from core.bench.report import runs_frame, summarize_runs, summary_frame, summary_markdown
 from core.bench.runner import run_plan
 from core.bench.store import write_outputs
 from core.data.catalog import load_split
@@ -42,7 +42,7 @@ def digits_rows():
 
 
 def test_every_method_reports_every_metric(digits_rows):
-    runs = pd.DataFrame(digits_rows)
+    runs = runs_frame(digits_rows)
     assert list(runs["method"]) == ["original"] + list(METHODS)
     assert set(RUN_COLUMNS) <= set(runs.columns)
     for _, row in runs.iterrows():
@@ -51,7 +51,10 @@ def test_every_method_reports_every_metric(digits_rows):
         assert row["seconds"] >= 0 and row["peak_mem_mb"] >= 0
         assert 0 <= row["relearn_steps"] <= PROFILES["quick"].relearn_cap
         assert len(json.loads(row["per_class"])) == 10
-        assert row["seed"] == 0 and row["forget_class"] == 3 and row["uses_training_data"]
+        assert row["seed"] == 0 and row["forget_class"] == 3
+        assert row["training_data"] == DATA_USED.get(row["method"], "n/a (the original model)")
+        assert row["uses_training_data"] == (row["method"] in ("retrain", "finetune", "gradient_ascent",
+                                                                "random_labels", "ssd"))
     by = runs.set_index("method")
     assert by.loc["original", "seconds"] == 0 and by.loc["original", "relearn_steps"] == 0
     for name in METHODS:
@@ -135,7 +138,10 @@ def test_report_orders_and_states_losses(digits_rows, tmp_path):
     runs = pd.DataFrame(digits_rows)
     summary = summarize_runs(runs)
     assert list(summary["method"])[:2] == ["retrain", "original"]
-    assert {"forget_acc_mean", "forget_acc_std", "seconds_mean", "runs", "uses_training_data"} <= set(summary.columns)
+    assert {"forget_acc_mean", "forget_acc_std", "seconds_mean", "runs", "uses_training_data",
+            "training_data"} <= set(summary.columns)
+    flags = summary.set_index("method")["uses_training_data"]
+    assert flags["retrain"] and flags["ssd"] and not flags["ours"] and not flags["output_mask"]
     text = summary_markdown(runs, summary, {"profile": {"name": "quick"}})
     for name in METHODS:
         if name != "retrain":
@@ -148,6 +154,42 @@ def test_report_orders_and_states_losses(digits_rows, tmp_path):
     write_outputs(runs, tmp_path, {"profile": {"name": "quick"}})
     assert (tmp_path / "figures" / "forget_retain_digits_cnn.json").is_file()
     assert (tmp_path / "figures.html").is_file()
+    back = pd.read_csv(tmp_path / "runs.csv")
+    assert back["uses_training_data"].dtype == bool
+    assert back.groupby("method")["training_data"].first().to_dict() == \
+        {m: DATA_USED.get(m, "n/a (the original model)") for m in back["method"]}
+    assert "| retain train |" in text and "| none (analysis pool only) |" in text
+
+
+STORED = sorted((ROOT / "assets" / "bench").glob("*/runs.csv"))
+
+
+@pytest.mark.parametrize("path", STORED, ids=[p.parent.name for p in STORED])
+def test_stored_runs_read_training_data_as_flag_and_label(path):
+    """The committed runs.csv files hold the label in ``uses_training_data`` (the layout before the
+    flag): read back, the flag follows the label, and the label stays."""
+    raw = pd.read_csv(path)
+    runs = runs_frame(raw)
+    assert runs["uses_training_data"].dtype == bool and len(runs) == len(raw)
+    labels = raw["training_data"] if "training_data" in raw else raw["uses_training_data"]
+    assert list(runs["training_data"]) == list(labels.astype(str))
+    for method, flag in runs.groupby("method")["uses_training_data"].agg(set).items():
+        assert flag == {method in ("retrain", "finetune", "gradient_ascent", "random_labels", "ssd")}, method
+    summary = summary_frame(pd.read_csv(path.with_name("summary.csv")))
+    assert summary.loc[summary["method"] == ORIGINAL, "uses_training_data"].eq(False).all()
+    assert summary.loc[summary["method"] == REFERENCE, "uses_training_data"].eq(True).all()
+    assert summary.loc[summary["method"] == REFERENCE, "training_data"].eq("retain train").all()
+
+
+def test_training_data_flag_alone_gets_its_label_and_values_read_both_ways():
+    rows = pd.DataFrame({"method": ["retrain", "ours", "original", "mine"], "uses_training_data": [True, False, False, True]})
+    out = training_data_columns(rows)
+    assert list(out["uses_training_data"]) == [True, False, False, True]
+    assert list(out["training_data"]) == ["retain train", "none (analysis pool only)", "n/a (the original model)",
+                                          "training data"]
+    assert [uses_training(v) for v in ("retain+forget train", "none", "n/a (the original model)", "True", "false",
+                                       None, float("nan"))] == [True, False, False, True, False, False, False]
+    assert training_data_columns(out).equals(out)                      # reading twice changes nothing
 
 
 def test_cli_quick_digits_writes_results(tmp_path):

@@ -6,6 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
+from pathlib import Path
+
+from core.bench import figures as BF
 from core.ui import figures as F
 from core.attribution.paths import LayerSelection, NeuronPath
 
@@ -119,49 +122,65 @@ def test_strength_sweep_marks_the_current_setting():
     assert fig.layout.yaxis.title.text == "accuracy (%)"
 
 
-def bench_frame() -> pd.DataFrame:
-    rows = []
-    for method, forget, retain, mia, seconds in [("lra_npp", 0.02, 0.97, 0.3, 0.8), ("retrain", 0.0, 0.98, 0.2, 30.0),
-                                                 ("finetune", 0.2, 0.95, 0.5, 10.0), ("original", 0.97, 0.99, 0.9, 0.0)]:
-        for seed in range(3):
-            rows.append({"profile": "quick", "dataset": "mnist", "arch": "cnn", "method": method, "forget_class": 3,
-                         "seed": seed, "forget_acc": forget + 0.01 * seed, "retain_acc": retain, "mia_entropy": mia,
-                         "mia_loss_gap": 0.1, "seconds": seconds, "peak_mem_mb": 100.0, "relearn_steps": 10,
-                         "probe_recall": 0.1, "probe_auc": 0.5, "uses_training_data": method in ("retrain", "finetune")})
-    return pd.DataFrame(rows)
+def test_confusion_before_after_rows_in_percent_and_the_forget_class_named():
+    before = np.array([[8, 2, 0], [0, 10, 0], [1, 0, 4]])
+    after = np.array([[0, 7, 3], [0, 10, 0], [0, 0, 5]])
+    fig = F.confusion_before_after(["a", "b", "c"], before, after, forget_class=0)
+    left, right = fig.data
+    assert trace_types(fig) == {"heatmap"} and list(left.x)[0] == "a (forget)" == list(left.y)[0]
+    assert np.asarray(left.z)[0].tolist() == pytest.approx([80, 20, 0]) and np.asarray(left.z)[2][0] == pytest.approx(20)
+    assert np.asarray(right.z)[0].tolist() == pytest.approx([0, 70, 30])
+    assert np.asarray(right.customdata)[0].tolist() == [0, 7, 3]              # the counts behind the percentages
+    assert [a.text for a in fig.layout.annotations][:2] == ["before unlearning", "after unlearning"]
 
 
-def test_bench_summary_in_percent_retrain_first():
-    table = F.bench_summary(bench_frame())
-    assert list(table["method"]) == ["retrain", "original", "lra_npp", "finetune"]
-    row = table.set_index("method").loc["lra_npp"]
-    assert row["forget_acc_mean"] == pytest.approx(3.0) and row["retain_acc_mean"] == pytest.approx(97.0)
-    assert row["forget_acc_std"] == pytest.approx(1.0) and row["runs"] == 3
-    percent = bench_frame().assign(forget_acc=lambda d: d.forget_acc * 100, retain_acc=lambda d: d.retain_acc * 100)
-    assert F.bench_summary(percent).set_index("method").loc["lra_npp", "retain_acc_mean"] == pytest.approx(97.0)
+# ----------------------------------------------------------------------------- benchmark figures (core.bench)
+STORED = sorted((Path(__file__).resolve().parents[1] / "assets" / "bench").glob("*/runs.csv"))
 
 
-def test_bench_tradeoff_marks_retrain_as_reference():
-    fig = F.bench_tradeoff(bench_frame())
-    by_name = {t.name: t for t in fig.data}
-    ref = by_name["retrain (reference)"]
-    assert ref.marker.symbol == "star" and list(ref.x) == pytest.approx([98.0])
-    assert list(by_name["lra_npp"].y) == pytest.approx([3.0])
-    assert "original (before unlearning)" in by_name
-    assert len(fig.layout.shapes) == 2                                       # guide lines through retrain
-    assert "forget accuracy" in fig.layout.yaxis.title.text and "retain accuracy" in fig.layout.xaxis.title.text
+def stored(name: str) -> pd.DataFrame:
+    return pd.read_csv(next(p for p in STORED if p.parent.name == name))
 
 
-def test_bench_time_is_log_scale_without_the_original():
-    fig = F.bench_time(bench_frame())
-    assert fig.layout.yaxis.type == "log"
-    assert list(fig.data[0].x) == ["lra_npp", "finetune", "retrain"]
-    assert fig.data[0].marker.color[-1] == "black"
+def points(fig: go.Figure) -> dict[str, go.Scatter]:
+    """The mean marker of each method (the traces shown in the legend)."""
+    return {t.name: t for t in fig.data if t.showlegend is not False}
 
 
-def test_bench_membership_has_a_retrain_line():
-    fig = F.bench_membership(bench_frame())
-    assert list(fig.data[0].x)[0] == "retrain" and fig.data[0].y[0] == pytest.approx(20.0)
-    assert any(shape.y0 == pytest.approx(20.0) for shape in fig.layout.shapes)
-    no_mia = F.bench_membership(bench_frame().drop(columns=["mia_entropy"]))
-    assert isinstance(no_mia, go.Figure)
+def test_forget_retain_on_stored_runs_draws_retrain_last_and_lists_it_first():
+    runs = stored("quick")
+    fig = BF.fig_forget_retain(runs, "mnist", "cnn")
+    assert fig.data[-1].name == "retrain" and fig.data[-1].marker.symbol == "star"       # on top of the others
+    shown = points(fig)
+    assert min(shown, key=lambda m: shown[m].legendrank) == "retrain"
+    part = runs[(runs["dataset"] == "mnist") & (runs["arch"] == "cnn")]
+    for method in ("retrain", "ours", "original"):
+        rows = part[part["method"] == method]
+        assert list(shown[method].x) == pytest.approx([100 * rows["forget_acc"].mean()])
+        assert list(shown[method].y) == pytest.approx([100 * rows["retain_acc"].mean()])
+    assert "forget" in fig.layout.xaxis.title.text and "retain" in fig.layout.yaxis.title.text
+    assert "fresh model" in shown["retrain"].hovertemplate                 # the registry's one-line description
+    assert len(fig.layout.shapes) == 2 and trace_types(fig) <= ALLOWED
+
+
+def test_a_method_keeps_its_colour_across_files_and_figures():
+    quick, cifar = stored("quick"), stored("cpu-cifar10-ours")
+    a = points(BF.fig_forget_retain(quick, "digits", "cnn"))
+    b = points(BF.fig_forget_retain(cifar))                  # other methods present, in another order
+    for method in set(a) & set(b):
+        assert a[method].marker.color == b[method].marker.color == BF.method_color(method)
+    assert len({BF.method_color(m) for m in a}) == len(a)      # no two methods share a colour
+    times = {t.name: t.marker.color for t in BF.fig_seconds(quick, "digits", "cnn").data}
+    assert "original" not in times and all(times[m] == BF.method_color(m) for m in times)
+
+
+def test_seconds_and_metric_figures_on_stored_runs():
+    runs = stored("full-mnist")
+    times = BF.fig_seconds(runs)
+    assert times.layout.yaxis.type == "log" and {t.name for t in times.data} >= {"retrain", "ours"}
+    assert list(times.data[0].x) == ["mnist / allcnn", "mnist / cnn"]         # one bar per model
+    mia = BF.fig_metric(runs, "mia_entropy", "mnist", "cnn")
+    part = runs[(runs["dataset"] == "mnist") & (runs["arch"] == "cnn")]
+    ref = part.loc[part["method"] == "retrain", "mia_entropy"].mean()
+    assert list(mia.data[0].x)[:2] == ["retrain", "original"]
+    assert mia.data[0].y[0] == pytest.approx(ref) and any(s.y0 == pytest.approx(ref) for s in mia.layout.shapes)

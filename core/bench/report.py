@@ -1,4 +1,6 @@
-"""Benchmark runs summarised: mean and std per dataset/arch/method, verdicts against retrain, Markdown.
+"""The one summariser of benchmark runs: mean and std per dataset/arch/method, verdicts against
+retrain, Markdown. The written bench folder (``core.bench.store``), the Compare page
+(``core.ui.results``) and ``python -m benchmarks.headline`` all summarise through here.
 """
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import math
 
 import pandas as pd
 
-from core.bench.columns import LABELS, METRICS, ORIGINAL, REFERENCE, RUN_COLUMNS
+from core.bench.columns import (LABELS, METRICS, ORIGINAL, ORIGINAL_DESCRIPTION, REFERENCE, RUN_COLUMNS,
+                                training_data_columns)
 
 
 # Tolerances of the "loses to retrain" lines (absolute unless stated).
@@ -16,9 +19,11 @@ TOL = {"forget_acc": 0.02, "retain_acc": 0.01, "mia_entropy": 0.05, "mia_loss_ga
 
 DEFINITIONS = """\
 - **forget acc / retain acc**: accuracy on the evaluation set's forget-class images / mean per-class accuracy over the other classes.
-- **MIA (entropy)**: SSD's attack (`core.metrics.evaluate.membership_inference`): a logistic regression on the softmax entropy, fitted on retain-class training images (members) vs retain-class held-out images; the share of forget-class *training* images it calls members. Retrain shows the level to match.
+- **MIA (entropy)**: SSD's attack (`core.metrics.attacks`): a logistic regression on the softmax entropy, fitted on retain-class training images (members) vs retain-class held-out images; the share of forget-class *training* images it calls members. Retrain shows the level to match.
 - **MIA loss gap**: |AUC - 0.5| of per-example cross-entropy ("lower loss = member") separating forget-class training images from held-out forget-class images. 0 = no trace of training on them (as retrained).
-- **relearn steps**: Adam (lr 3e-4, batch 32) fine-tuning on the analysis pool (all classes) until the forget class is back above 50 % on the evaluation set, checked after every step up to 8 and then about 20 % apart; the cap when it never comes back (the output mask can never come back: its -inf sits after every weight). Few steps = the knowledge is still in the weights.
+- **relearn steps / relearn to 90 %**: the same recipe for every method, retrain and the output mask included (`core.metrics.relearn`): Adam (lr 3e-4, batch 32) fine-tuning on a fixed relearn set (64 forget-class training images and 64 retain-class ones, the same for every method of a case) until the forget class is back to 50 % / 90 % accuracy on the evaluation set, checked after every step up to 8 and then about 20 % apart; the cap when it never comes back. Few steps = the knowledge is still in the weights.
+- **MIA (loss), MIA (confidence), and the AUCs**: the entropy attack's procedure with the per-example loss and the true-class probability as the score (`core.metrics.attacks`); "share" = forget-class training images called members, AUC = how well the score tells forget-class training images from held-out ones (0.5 = not at all). Read all three with their spread: one attack alone can be unstable.
+- **forget / retain acc (train)**: the same accuracies on a seeded sample of the training split (200 images per class), the authors' protocol.
 - **probe recall / AUC**: a logistic regression on the classifier's input features, fitted on one half of the evaluation set and scored on the other, telling the forget class from the rest. Retrain shows how separable the class stays in a model that never learned it; the output mask keeps the original features.
 - **seconds**: the unlearning only (no evaluation). **peak MB**: memory the unlearning needed above what was held before it (CPU: peak RSS sampled every 2 ms; GPU: peak allocated CUDA memory).
 """
@@ -29,12 +34,26 @@ def _as_list(value) -> list:
 
 
 def runs_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
-    """Rows as a DataFrame with :data:`RUN_COLUMNS` first (missing ones added empty)."""
+    """Rows as a DataFrame with :data:`RUN_COLUMNS` first (missing ones added empty), the training
+    data as a bool plus its label (:func:`core.bench.columns.training_data_columns`)."""
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     for col in RUN_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
+    df = training_data_columns(df)
     return df[RUN_COLUMNS + [c for c in df.columns if c not in RUN_COLUMNS]]
+
+
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """A summary read back from a summary.csv (old or new) with the training data as bool + label."""
+    return training_data_columns(summary)
+
+
+def method_description(method: str) -> str:
+    """One line saying what a method does (the registry's description)."""
+    from core.bench.methods import DESCRIPTIONS
+
+    return ORIGINAL_DESCRIPTION if method == ORIGINAL else DESCRIPTIONS.get(method, "")
 
 
 def method_order(methods) -> list[str]:
@@ -49,15 +68,16 @@ def method_order(methods) -> list[str]:
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (over seeds and classes) of every metric per dataset, arch and method."""
     runs = runs_frame(runs)
-    for col in METRICS:
-        runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    for col in METRICS:                      # older runs.csv files lack the later metrics: empty there
+        runs[col] = pd.to_numeric(runs[col], errors="coerce") if col in runs else float("nan")
     keys = ["dataset", "arch", "method"]
     grouped = runs.groupby(keys, sort=False)
     table = grouped[METRICS].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.reset_index()
     table.insert(3, "runs", grouped.size().values)
-    table.insert(4, "uses_training_data", grouped["uses_training_data"].first().values)
+    table.insert(4, "uses_training_data", grouped["uses_training_data"].any().values.astype(bool))
+    table.insert(5, "training_data", grouped["training_data"].first().values)
     order = {m: i for i, m in enumerate(method_order(table["method"]))}
     targets = list(dict.fromkeys(zip(runs["dataset"], runs["arch"])))
     table["_t"] = [targets.index((d, a)) for d, a in zip(table["dataset"], table["arch"])]
@@ -73,15 +93,16 @@ def _num(value) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _fmt(metric: str, mean, std=None) -> str:
+def fmt_metric(metric: str, mean, std=None) -> str:
+    """A metric's mean (± std) as the summaries print it: accuracies in percent, seconds to 2-3 digits."""
     m, s = _num(mean), _num(std)
     if m is None:
         return "–"
-    if metric in ("forget_acc", "retain_acc", "probe_recall"):
+    if metric in ("forget_acc", "retain_acc", "probe_recall", "forget_acc_train", "retain_acc_train"):
         text = f"{100 * m:.1f}" + (f" ± {100 * s:.1f}" if s is not None else "") + " %"
-    elif metric in ("mia_entropy", "mia_loss_gap", "probe_auc"):
+    elif metric.startswith("mia_") or metric == "probe_auc":
         text = f"{m:.3f}" + (f" ± {s:.3f}" if s is not None else "")
-    elif metric == "relearn_steps":
+    elif metric in ("relearn_steps", "relearn_steps_90"):
         text = f"{m:.0f}" + (f" ± {s:.0f}" if s is not None else "")
     elif metric == "seconds":
         text = _seconds(m) + (f" ± {_seconds(s)}" if s is not None else "")
@@ -173,8 +194,7 @@ def _verdict(row, ref, relearn_cap: int | None) -> str:
             losses.append(f"slower than retraining ({_seconds(s)} s vs {_seconds(rs)} s)")
         elif s > 0:
             wins.append(f"{rs / s:,.0f}x faster than retraining" if rs / s >= 2 else "about as fast as retraining")
-    data = str(row.get("uses_training_data", ""))
-    if data.startswith("none"):
+    if not training_data_columns(pd.DataFrame([dict(row)]))["uses_training_data"].iloc[0]:
         wins.append("needs no training data")
     head = f"- **{row['method']}**"
     if losses:
@@ -184,7 +204,7 @@ def _verdict(row, ref, relearn_cap: int | None) -> str:
     if wins:
         text += " " + wins[0][0].upper() + wins[0][1:] + "".join(", " + w for w in wins[1:]) + "."
     if row["method"] == "output_mask":
-        text += " Trivially undone: the weights are the original's, so whoever holds them has the class back."
+        text += " Only the classifier's row for the class is gone; every feature below it is the original's."
     return text
 
 
@@ -213,16 +233,28 @@ def _notes(part: pd.DataFrame) -> list[str]:
     return lines
 
 
+SECOND_TABLE = ["forget_acc_train", "retain_acc_train", "relearn_steps_90", "mia_loss_share", "mia_confidence_share",
+                "mia_entropy_auc", "mia_loss_auc", "mia_confidence_auc"]
+
+
 def summary_table(summary: pd.DataFrame, dataset: str, arch: str) -> str:
-    part = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
-    cols = ["forget_acc", "retain_acc", "mia_entropy", "mia_loss_gap", "relearn_steps", "probe_recall", "probe_auc",
-            "seconds", "peak_mem_mb"]
-    head = "| method | training data | " + " | ".join(LABELS[c] for c in cols) + " | runs |"
-    lines = [head, "|" + "---|" * (len(cols) + 3)]
-    for _, row in part.iterrows():
-        cells = [_fmt(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in cols]
-        name = f"**{row['method']}**" if row["method"] == REFERENCE else row["method"]
-        lines.append(f"| {name} | {row['uses_training_data']} | " + " | ".join(cells) + f" | {row['runs']} |")
+    """One model's summary as Markdown tables (retrain in bold): the main metrics, then (where the
+    runs have them) the authors' protocol, relearning to 90 % and the other membership attacks."""
+    part = summary_frame(summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)])
+    tables = [["forget_acc", "retain_acc", "mia_entropy", "mia_loss_gap", "relearn_steps", "probe_recall", "probe_auc",
+               "seconds", "peak_mem_mb"]]
+    if f"{SECOND_TABLE[0]}_mean" in part and part[[f"{c}_mean" for c in SECOND_TABLE]].notna().any().any():
+        tables.append(SECOND_TABLE)
+    lines = []
+    for cols in tables:
+        if lines:
+            lines.append("")
+        lines += ["| method | training data | " + " | ".join(LABELS[c] for c in cols) + " | runs |",
+                  "|" + "---|" * (len(cols) + 3)]
+        for _, row in part.iterrows():
+            cells = [fmt_metric(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in cols]
+            name = f"**{row['method']}**" if row["method"] == REFERENCE else row["method"]
+            lines.append(f"| {name} | {row['training_data']} | " + " | ".join(cells) + f" | {row['runs']} |")
     return "\n".join(lines)
 
 

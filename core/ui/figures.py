@@ -1,6 +1,7 @@
 """Plotly figure builders for the dashboard: plain data in, ``go.Figure`` out (no Streamlit here).
+Benchmark results are drawn by :mod:`core.bench.figures`, the one set of benchmark figures.
 
-Only heatmap, scatter, bar and Sankey traces are used (plus layout images for colour pictures), so
+Only heatmap, scatter and bar traces are used (plus layout images for colour pictures), so
 every figure renders with the plotly.js that Streamlit bundles. Accuracies come in as fractions
 in [0, 1] and are drawn in percent. Relevance is drawn on a diverging scale centred at zero:
 red = evidence for the explained class, blue = evidence against it.
@@ -22,7 +23,6 @@ POLARITIES = ("both", "positive", "negative")
 BEFORE_COLOR, AFTER_COLOR = "#7f8c9a", "#d9480f"
 FORGET_COLOR, RETAIN_COLOR = "#d9480f", "#1c7ed6"
 FONT = dict(size=13)
-REFERENCE, ORIGINAL = "retrain", "original"     # benchmark rows: the reference and the untouched model
 
 
 def _style(fig: go.Figure, title: str, height: int = 380, **layout) -> go.Figure:
@@ -318,97 +318,26 @@ def path_overlap(layers: Sequence[str], class_labels: Sequence[str], matrix: np.
     return _style(fig, title, height=140 + 50 * len(layers))
 
 
-# ----------------------------------------------------------------------------- benchmark
-def _percent_factor(df) -> float:
-    """100 when the accuracy columns hold fractions (the benchmark writes fractions), else 1."""
-    cols = [c for c in ("forget_acc", "retain_acc") if c in df.columns]
-    top = max((df[c].astype(float).abs().max(skipna=True) for c in cols), default=0.0)
-    return 100.0 if top <= 1.0 + 1e-9 else 1.0
-
-
-def bench_summary(runs):
-    """Mean and std per method: forget/retain accuracy (%), MIA (%), seconds, runs. Retrain first."""
-    import pandas as pd
-
-    df = runs.copy()
-    factor = _percent_factor(df)
-    for col in ("forget_acc", "retain_acc", "mia_entropy"):
-        if col in df.columns:
-            df[col] = df[col].astype(float) * factor
-    metrics = [c for c in ("forget_acc", "retain_acc", "mia_entropy", "seconds") if c in df.columns]
-    grouped = df.groupby("method")[metrics]
-    table = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std"))
-    table["runs"] = df.groupby("method").size()
-    rank = {REFERENCE: 0, ORIGINAL: 1}
-    order = sorted(table.index, key=lambda m: (rank.get(m, 2), table.loc[m, "forget_acc_mean"]))
-    return table.loc[order].reset_index() if len(table) else pd.DataFrame(columns=["method"])
-
-
-def bench_tradeoff(runs, title: str = "Forget vs. retain accuracy per method (mean ± std)") -> go.Figure:
-    """Scatter, one point per method: x = retain accuracy, y = forget accuracy (both %). Retraining
-    (the reference) is a star with dashed guide lines; the best place is near it."""
-    table = bench_summary(runs)
-    fig = go.Figure()
-    for _, row in table.iterrows():
-        is_ref, is_orig = row["method"] == REFERENCE, row["method"] == ORIGINAL
-        suffix = " (reference)" if is_ref else " (before unlearning)" if is_orig else ""
-        marker = dict(size=13, symbol="circle", line=dict(color="white", width=1))
-        if is_ref:
-            marker.update(size=20, symbol="star", color="black")
-        elif is_orig:
-            marker.update(size=14, symbol="circle-open", color="#868e96", line=dict(color="#868e96", width=2))
-        fig.add_trace(go.Scatter(
-            x=[row["retain_acc_mean"]], y=[row["forget_acc_mean"]], name=row["method"] + suffix, mode="markers",
-            error_x=dict(type="data", array=[_nan0(row.get("retain_acc_std"))], visible=True, thickness=1),
-            error_y=dict(type="data", array=[_nan0(row.get("forget_acc_std"))], visible=True, thickness=1),
-            marker=marker,
-            hovertemplate=f"{row['method']}<br>retain %{{x:.1f}} %<br>forget %{{y:.1f}} %<br>"
-                          f"{int(row['runs'])} runs<extra></extra>"))
-        if is_ref:
-            fig.add_hline(y=row["forget_acc_mean"], line=dict(color="black", dash="dot", width=1))
-            fig.add_vline(x=row["retain_acc_mean"], line=dict(color="black", dash="dot", width=1))
-    fig.update_xaxes(title="retain accuracy (%) - higher is better", ticksuffix=" %")
-    fig.update_yaxes(title="forget accuracy (%) - lower is better", ticksuffix=" %", rangemode="tozero")
-    rows = math.ceil(len(table) / 3)
-    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.2, yanchor="top"))
-    return _style(fig, title, height=460 + 22 * rows, margin=dict(l=60, r=30, t=60, b=90 + 22 * rows))
-
-
-def _nan0(value) -> float:
-    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
-def bench_time(runs, title: str = "Time to unlearn per method (seconds, log scale)") -> go.Figure:
-    """Bars of mean seconds per method on a log axis, retraining in black."""
-    table = bench_summary(runs)
-    table = table[(table["method"] != ORIGINAL) & (table["seconds_mean"] > 0)].sort_values("seconds_mean")
-    fig = go.Figure(go.Bar(
-        x=table["method"], y=table["seconds_mean"],
-        marker_color=["black" if m == REFERENCE else "#adb5bd" if m == ORIGINAL else RETAIN_COLOR
-                      for m in table["method"]],
-        text=[f"{s:.3g} s" for s in table["seconds_mean"]], textposition="outside",
-        hovertemplate="%{x}<br>%{y:.3g} s<extra></extra>"))
-    fig.update_yaxes(type="log", title="seconds (log scale)", dtick=1)
-    fig.update_xaxes(title="method", type="category")
-    return _style(fig, title, height=400, showlegend=False)
-
-
-def bench_membership(runs, title: str = "Membership inference (lower = more forgotten)") -> go.Figure:
-    """Bars of the entropy-attack score per method (% of forget-class training images called members),
-    with retraining's score as a dashed reference line."""
-    table = bench_summary(runs)
-    if "mia_entropy_mean" not in table.columns:
-        table["mia_entropy_mean"], table["mia_entropy_std"] = float("nan"), float("nan")
-    fig = go.Figure(go.Bar(
-        x=table["method"], y=table["mia_entropy_mean"],
-        error_y=dict(type="data", array=[_nan0(v) for v in table["mia_entropy_std"]], visible=True),
-        marker_color=["black" if m == REFERENCE else "#adb5bd" if m == ORIGINAL else "#7048e8"
-                      for m in table["method"]],
-        hovertemplate="%{x}<br>%{y:.1f} % called members<extra></extra>"))
-    ref = table.loc[table["method"] == REFERENCE, "mia_entropy_mean"]
-    if len(ref) and not math.isnan(float(ref.iloc[0])):
-        fig.add_hline(y=float(ref.iloc[0]), line=dict(color="black", dash="dash", width=1),
-                      annotation_text="retrain", annotation_position="top left")
-    fig.update_yaxes(title="called members (%)", ticksuffix=" %", rangemode="tozero")
-    fig.update_xaxes(title="method", type="category")
-    return _style(fig, title, height=400, showlegend=False)
+# ----------------------------------------------------------------------------- predictions
+def confusion_before_after(classes: Sequence[str], before: np.ndarray, after: np.ndarray, forget_class: int,
+                           title: str = "Which class the model answers, before and after unlearning") -> go.Figure:
+    """Two confusion matrices side by side (rows: true class, columns: predicted class), each row in
+    percent of that class's images: M[t, p] / sum_p M[t, p]. Before unlearning the diagonal holds
+    nearly everything; after it, the forget class's row spreads over the other columns and its
+    column empties. Benchmark figures live in :mod:`core.bench.figures`."""
+    labels = [f"{name} (forget)" if c == forget_class else str(name) for c, name in enumerate(classes)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["before unlearning", "after unlearning"],
+                        horizontal_spacing=0.06)
+    for col, matrix in ((1, before), (2, after)):
+        counts = np.asarray(matrix, dtype=float)
+        share = 100 * counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        fig.add_trace(go.Heatmap(
+            z=share, x=labels, y=labels, zmin=0, zmax=100, colorscale="Blues", showscale=col == 2,
+            text=[[f"{v:.0f}" if v >= 0.5 else "" for v in row] for row in share], texttemplate="%{text}",
+            customdata=counts, colorbar=dict(title=dict(text="% of row"), thickness=12, len=0.9),
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.1f} % (%{customdata:.0f} images)<extra></extra>"),
+            row=1, col=col)
+        fig.update_xaxes(title="predicted class", type="category", tickangle=-45, row=1, col=col)
+        fig.update_yaxes(type="category", autorange="reversed", row=1, col=col, showticklabels=col == 1,
+                         title="true class" if col == 1 else None)
+    return _style(fig, title, height=max(380, 140 + 30 * len(labels)), margin=dict(l=80, r=20, t=80, b=100))

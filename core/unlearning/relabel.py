@@ -2,9 +2,10 @@
 that never learned the class would, confidently naming another class.
 
 Silencing the class leaves its images between the remaining classes: the softmax over them is
-nearly flat (CIFAR-10 cat images: entropy 2.1 nats of at most 2.3), whereas a retrained model
-names one other class for many of them. A membership attack on output entropy then sees the
-forget images as *less* familiar than a retrained model's (the "Streisand effect").
+nearly flat (entropy close to its maximum, ln of the class count; BENCHMARKS.md has the figures),
+whereas a retrained model names one other class for many of them. A membership attack on output
+entropy then sees the forget images as *less* familiar than a retrained model's (the "Streisand
+effect").
 
 From the analysis pool alone: each forget-class image's label becomes its second choice under the
 original model (the class it was confused with; Chen et al. 2023, "Boundary Unlearning", shrink to

@@ -1,8 +1,8 @@
-"""Issue 5's targets read off a bench's runs.csv: forget / retain per model, and how close `ours` sits
-to retrain versus output_mask on the inside metrics (probe recall and AUC, relearn steps) and the
-entropy membership attack.
+"""The default's targets (BENCHMARKS.md, "How each default was chosen") read off a bench's runs.csv:
+forget / retain per model, and how close `ours` sits to retrain versus output_mask on the inside
+metrics (probe recall and AUC, relearn steps) and the entropy membership attack.
 
-    .venv/bin/python -m benchmarks.issue_targets assets/bench/full-mnist/runs.csv assets/bench/full-cifar10/runs.csv
+    .venv/bin/python -m benchmarks.default_targets assets/bench/full-mnist/runs.csv assets/bench/full-cifar10/runs.csv
 
 "Closeness" = (metric - output_mask) / (retrain - output_mask): 0 is the output mask, 1 is retrain;
 above 0.5 means closer to retrain. Prints Markdown.
@@ -11,7 +11,7 @@ A later file replaces an earlier one's runs of the same (dataset, arch, method, 
 rerun of some methods (e.g. ``ours`` on a CPU after a change) can be read against the retrained
 models of an earlier full run:
 
-    .venv/bin/python -m benchmarks.issue_targets assets/bench/full-cifar10/runs.csv assets/bench/cpu-cifar10/runs.csv
+    .venv/bin/python -m benchmarks.default_targets assets/bench/full-cifar10/runs.csv assets/bench/cpu-cifar10/runs.csv
 """
 from __future__ import annotations
 
