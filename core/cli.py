@@ -347,6 +347,8 @@ def check_output_path(value: str | None, option: str = "--save", suffixes: tuple
         return None
     if not str(value).strip():
         raise UserError(f"{option} is empty; give a file path ending in {', '.join(suffixes)}.")
+    if "\x00" in str(value):
+        raise UserError(f"{option} {value!r} holds a NUL character, which no file name may hold.")
     save = Path(value).expanduser()
     if save.suffix.lower() not in suffixes:
         raise UserError(f"{option} '{save}' must end in {', '.join(suffixes)} (the format to write).")

@@ -19,6 +19,7 @@ import shutil
 import struct
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -99,8 +100,10 @@ def _unpacked_size(src: Path) -> int:
 
 def _materialise(src: Path, dst: Path) -> None:
     """Put an uncompressed copy of ``src`` at ``dst`` unless one is there (``dst`` lives in a folder
-    keyed by ``src``'s content, :func:`source_key`, and appears only complete, by a rename)."""
-    if dst.is_file() and dst.stat().st_size == _unpacked_size(src):
+    keyed by ``src``'s content, :func:`source_key`, and appears only complete, by a rename). An
+    empty, truncated or corrupt ``src`` is one sentence naming it."""
+    expected = _unpacked_size(src)
+    if dst.is_file() and dst.stat().st_size == expected:
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(dst)
@@ -108,10 +111,13 @@ def _materialise(src: Path, dst: Path) -> None:
         opener = gzip.open if src.suffix == ".gz" else open
         with opener(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, length=1 << 20)
+            written = fout.tell()
+        if written % 2 ** 32 != expected:
+            raise EOFError(f"{written} bytes decompressed, the file's trailer says {expected}")
         os.replace(tmp, dst)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"Could not decompress {src} ({err}).") from err
+        raise UserError(f"Could not decompress {src}: it is truncated or corrupt ({err}).") from err
 
 
 def _safe_extract(tar_path: Path, dest: Path) -> None:

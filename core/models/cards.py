@@ -131,6 +131,7 @@ class ModelCard:
         self.test_accuracy = None if test is None or math.isnan(test) else float(test)
         if not isinstance(self.notes, dict):
             raise bad("notes", "a JSON object", self.notes)
+        self.notes = strict_json.finite_or_none(self.notes)   # as the card's JSON will hold them
 
     @property
     def num_classes(self) -> int:
