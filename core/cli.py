@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from core import strict_json
 from core.errors import UserError
 
 
@@ -176,9 +177,8 @@ def cmd_train(args) -> int:
     from core.models.train import recipe_for, tqdm_progress, train_model
 
     set_threads()
-    out = Path(args.out or f"models/{args.dataset.replace(':', '_').replace('/', '_')}-{args.arch}-seed{args.seed}.safetensors")
-    if out.exists():
-        raise UserError(f"'{out}' already exists; choose another --out (existing files are never overwritten).")
+    default = f"models/{args.dataset.replace(':', '_').replace('/', '_')}-{args.arch}-seed{args.seed}.safetensors"
+    out = check_output_path(default if args.out is None else args.out, "--out", (".safetensors",))
     train_set = load_split(args.dataset, "train", args.data_dir)
     test_set = load_split(args.dataset, "test", args.data_dir)
     info = train_set.info
@@ -335,24 +335,52 @@ def cmd_unlearn(args) -> int:
                                                           "evaluation set (held-out, disjoint from the analysis pool)")}})
         save_model(result.model.cpu(), new_card, save)
         report["saved"] = str(save)
-    print(json.dumps(report) if args.json else format_report(report, card.classes))
+    print(strict_json.dumps(report) if args.json else format_report(report, card.classes))
     return 0
 
 
 SAVE_SUFFIXES = (".safetensors", ".onnx", ".pt2")
 
 
-def check_save_path(value: str | None) -> Path | None:
-    """The --save path, checked before any work: a known format, and neither it nor its card exists."""
+def check_output_path(value: str | None, option: str = "--save", suffixes: tuple[str, ...] = SAVE_SUFFIXES) -> Path | None:
+    """An output path, checked before any work: not empty, a known format, neither it nor its card
+    exists, every existing folder above it is a folder, and the nearest one can be written (tried
+    with a temporary file, so read-only folders and file systems are found, whoever runs it)."""
+    import os
+    import tempfile
+
     if value is None:
         return None
-    save = Path(value)
-    if save.suffix.lower() not in SAVE_SUFFIXES:
-        raise UserError(f"--save '{save}' must end in {', '.join(SAVE_SUFFIXES)} (the format to write).")
+    if not str(value).strip():
+        raise UserError(f"{option} is empty; give a file path ending in {', '.join(suffixes)}.")
+    if "\x00" in str(value):
+        raise UserError(f"{option} {value!r} holds a NUL character, which no file name may hold.")
+    save = Path(value).expanduser()
+    if save.suffix.lower() not in suffixes:
+        raise UserError(f"{option} '{save}' must end in {', '.join(suffixes)} (the format to write).")
     for target in (save, save.with_suffix(".json")):
-        if target.exists():
-            raise UserError(f"'{target}' already exists; choose another --save path (existing files are never overwritten).")
+        if target.exists() or target.is_symlink():
+            raise UserError(f"'{target}' already exists; choose another {option} path (existing files are never overwritten).")
+    folder = save.parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():
+            raise UserError(f"{option} '{save}': '{folder}' is a broken link, not a folder.")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{option} '{save}': '{folder}' is a file, not a folder; choose a path inside a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".unlearning-lab-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{option} '{save}': the folder '{folder}' cannot be written ({exc.strerror or exc}); "
+                        "choose a writable folder.") from None
     return save
+
+
+def check_save_path(value: str | None) -> Path | None:
+    """The unlearn command's --save path (:func:`check_output_path`)."""
+    return check_output_path(value, "--save", SAVE_SUFFIXES)
 
 
 def save_model(model, card, save: Path) -> None:
@@ -361,7 +389,7 @@ def save_model(model, card, save: Path) -> None:
     again if that fails, so nothing is left half-written."""
     from core.models.formats.writing import save_exported, save_onnx
     from core.models.cards import card_path
-    from core.models.checkpoints import save_checkpoint
+    from core.models.checkpoints import save_checkpoint, write_card
 
     suffix = save.suffix.lower()
     if suffix == ".safetensors":
@@ -369,10 +397,10 @@ def save_model(model, card, save: Path) -> None:
         return
     (save_onnx if suffix == ".onnx" else save_exported)(model, save, tuple(card.input_shape))
     try:
-        card_path(save).write_text(card.to_json() + "\n")
-    except OSError as exc:
+        write_card(card, card_path(save))
+    except BaseException:
         save.unlink(missing_ok=True)
-        raise UserError(f"Could not write the model card beside '{save}' ({exc.strerror}).") from exc
+        raise
 
 
 def _relabelling_line(relabelling: dict | None) -> str:

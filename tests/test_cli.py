@@ -186,3 +186,117 @@ def test_bad_training_settings_exit_2_and_write_nothing(args, message, tmp_path,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- property-based: any value, a config or one sentence
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+QUICK = settings(max_examples=120, deadline=None, database=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+ODD_TEXT = st.sampled_from(["", " ", "nan", "NaN", "-inf", "inf", "1e309", "-0", "0x10", "1_000", "１２", "٣",
+                            "auto", "calibrate", "none", "default", "1.5", "0.5", "3", " 3 ", "1e-320", "true",
+                            "[1, 2]", "{}", "None", "\x00", "é", "🙂"])
+VALUES = st.one_of(ODD_TEXT, st.text(max_size=12),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                   st.integers(min_value=-2 ** 90, max_value=2 ** 90).map(str))
+NUMBERS = st.one_of(st.integers(min_value=0, max_value=3000).map(str), st.floats(min_value=0, max_value=1).map(repr))
+
+
+def option(plausible):
+    """Left out (half the time), a plausible value, or anything."""
+    return st.one_of(st.none(), st.none(), st.none(), plausible, plausible, VALUES)
+
+
+INTS = option(st.integers(min_value=0, max_value=300).map(str))
+SHARES = option(st.floats(min_value=0, max_value=1.2).map(repr))
+COUNTS = option(st.one_of(st.integers(min_value=1, max_value=3000).map(str),
+                          st.floats(min_value=0, max_value=1.5).map(repr), st.sampled_from(["auto", "calibrate"])))
+DEVICES = option(st.sampled_from(["auto", "cpu", "cuda", "cuda:7", "mps", "tpu", ""]))
+SETTING_VALUES = st.one_of(NUMBERS, st.sampled_from(["none", "default", "in", "out", "both", "zero", "gaussian",
+                                                     "epsilon", "contrast", "fc1", "fc1,conv2", "true", "false"]),
+                           VALUES)
+
+
+def _one_sentence(exc: Exception) -> None:
+    text = str(exc)
+    assert text.strip() and "\n" not in text and "Traceback" not in text, text
+
+
+def _parse(argv: list[str]):
+    """argparse's own refusal (a value that is not an int for an int option) is exit 2 too."""
+    from core.cli import build_parser
+
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code == 2
+        return None
+
+
+@QUICK
+@given(k=COUNTS, h=COUNTS, seed=INTS, strength=SHARES, pool=INTS, device=DEVICES,
+       sets=st.lists(st.tuples(st.one_of(st.sampled_from(sorted(__import__("core.unlearning.config", fromlist=["x"])
+                                                                       .OURS_CONFIG.flat())), st.text(max_size=8)),
+                               SETTING_VALUES), max_size=2),
+       recipe=st.sampled_from(["ours", "paper"]))
+def test_unlearn_arguments_give_a_valid_config_or_one_sentence(k, h, seed, strength, pool, device, sets, recipe):
+    import json as strict
+
+    from core.cli import check_arguments, config_from_args
+    from core.errors import UserError
+    from core.unlearning.config import UnlearnConfig
+
+    given_options = {"--k": k, "--h": h, "--seed": seed, "--strength": strength, "--pool-per-class": pool,
+                     "--device": device}
+    argv = ["unlearn", "--dataset", "digits", "--forget", "3", "--recipe", recipe]
+    argv += [f"{option}={value}" for option, value in given_options.items() if value is not None]
+    argv += [f"--set={name}={value}" for name, value in sets]
+    args = _parse(argv)
+    if args is None:
+        return
+    try:
+        check_arguments(args)
+        config = config_from_args(args)
+    except UserError as exc:
+        _one_sentence(exc)
+        return
+    assert isinstance(config, UnlearnConfig)
+    strict.dumps(config.to_dict(), allow_nan=False)          # nothing non-finite got in
+    assert 0 <= config.seed < 2 ** 63 and 4 <= args.pool_per_class
+
+
+@QUICK
+@given(epochs=INTS, batch=INTS, lr=SHARES, seed=INTS)
+def test_train_arguments_are_in_range_or_one_sentence(epochs, batch, lr, seed):
+    import math
+
+    from core.cli import check_arguments
+    from core.errors import UserError
+
+    options = {"--epochs": epochs, "--batch-size": batch, "--lr": lr, "--seed": seed}
+    args = _parse(["train"] + [f"{option}={value}" for option, value in options.items() if value is not None])
+    if args is None:
+        return
+    try:
+        check_arguments(args)
+    except UserError as exc:
+        _one_sentence(exc)
+        return
+    assert args.epochs is None or args.epochs >= 1
+    assert args.batch_size is None or args.batch_size >= 1
+    assert args.lr is None or math.isfinite(args.lr) and 0 < args.lr <= 1
+
+
+@QUICK
+@given(value=st.one_of(VALUES, st.just(None)))
+def test_save_path_is_a_path_or_one_sentence(value, tmp_path_factory):
+    from core.cli import check_save_path
+    from core.errors import UserError
+
+    folder = tmp_path_factory.getbasetemp()
+    try:
+        path = check_save_path(None if value is None else str(folder / "out" / value) if value.strip() else value)
+    except UserError as exc:
+        _one_sentence(exc)
+        return
+    assert value is None or (path.suffix.lower() in (".safetensors", ".onnx", ".pt2") and not path.exists())

@@ -196,7 +196,8 @@ def test_real_mnist_from_gz_leaves_source_untouched():
     assert train.labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
                                                 5851, 5949]
     assert abs(train.images.mean().item()) < 0.01 and abs(train.images.std().item() - 1) < 0.01
-    assert all((data.cache_dir() / "MNIST" / "raw" / f).is_file() for f in loaders._MNIST_FILES)
+    keyed = list((data.cache_dir() / "by-source").glob("MNIST-*/MNIST/raw"))   # keyed by folder and content
+    assert any(all((k / f).is_file() for f in loaders._MNIST_FILES) for k in keyed)
     assert any(p.suffix == ".gz" for p in raw.iterdir())
     assert dataset_available("mnist", str(SHARED)) == (True, "")
 
@@ -239,7 +240,7 @@ def test_fashion_standin_gz_from_read_only_dir(tmp_path, tmp_cache):
     pixels = (unnormalise(test) * 255).round()
     assert pixels[:, 0, 0, 0].tolist() == [8.0 * i for i in range(20)]
     assert test.info.classes == dataset_info("fashion_mnist").classes
-    assert (tmp_cache / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+    assert len(list((tmp_cache / "by-source").glob("FashionMNIST-*/FashionMNIST/raw/t10k-images-idx3-ubyte"))) == 1
 
 
 def test_fashion_standin_plain_files_read_in_place(tmp_path, tmp_cache):
@@ -334,6 +335,7 @@ def test_imagefolder_without_split_folders_is_test_only(tmp_path, tmp_cache):
 def test_imagefolder_corrupt_image_names_the_file(tmp_path, tmp_cache):
     root = tmp_path / "broken"
     save_png(root / "test" / "a" / "good.png", (8, 8), (1, 2, 3))
+    save_png(root / "test" / "b" / "good.png", (8, 8), (3, 2, 1))
     bad = root / "test" / "a" / "zz_broken.png"
     bad.write_bytes(b"this is not a png")
     with pytest.raises(UserError, match="zz_broken.png"):
@@ -362,6 +364,6 @@ def test_real_cifar10_jpeg_test_split():
     assert test.labels.bincount().tolist() == [1000] * 10
     assert test.info.classes[0] == "airplane" and test.info.classes[-1] == "truck"
     assert test.images.mean((0, 2, 3)).abs().max() < 0.1  # mean/std match the data
-    assert (data.cache_dir() / "cifar10-jpeg" / "test.pt").is_file()
+    assert list((data.cache_dir() / "cifar10-jpeg").glob("*/test.pt"))          # keyed by the tarball's content
     assert dataset_available("cifar10", str(SHARED)) == (True, "")
     assert os.access(SHARED / "cifar10-jpeg.tar.gz", os.R_OK)

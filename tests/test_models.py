@@ -100,3 +100,73 @@ def test_card_records_reproduction_facts():
     card = json.loads(shipped_checkpoint("digits", "cnn").with_suffix(".json").read_text())
     for key in ("arch", "dataset", "classes", "mean", "std", "seed", "command", "per_class_accuracy", "test_accuracy"):
         assert key in card
+
+
+# --------------------------------------------------------------------------- property-based: any card, a valid card or one sentence
+from hypothesis import given, settings, strategies as st
+
+CARD_QUICK = settings(max_examples=200, deadline=None, database=None)
+ODD_NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-2 ** 90, max_value=2 ** 90),
+                        st.sampled_from([0, 1, -1, 2 ** 63, 2 ** 64, 1e308, -0.0, 5e-324]))
+JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), ODD_NUMBERS, st.text(max_size=6)),
+                       lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner,
+                                                                                            max_size=3)),
+                       max_leaves=10)
+SHAPES = st.one_of(st.lists(st.one_of(st.integers(min_value=-2, max_value=2 ** 33), ODD_NUMBERS), max_size=4),
+                   st.lists(st.integers(min_value=1, max_value=64), min_size=3, max_size=3), JSONISH)
+FIELDS = {
+    "arch": st.one_of(st.sampled_from(["cnn", "mlp", ""]), st.text(max_size=6), JSONISH),
+    "dataset": st.one_of(st.sampled_from(["digits", "mnist"]), JSONISH),
+    "classes": st.one_of(st.lists(st.text(max_size=3), max_size=12), JSONISH),
+    "input_shape": SHAPES,
+    "mean": st.one_of(st.lists(ODD_NUMBERS, min_size=1, max_size=3), st.lists(st.floats(0, 1), min_size=1, max_size=3),
+                      JSONISH),
+    "std": st.one_of(st.lists(ODD_NUMBERS, min_size=1, max_size=3), st.lists(st.floats(0.01, 1), min_size=1, max_size=3),
+                     JSONISH),
+    "seed": st.one_of(st.integers(min_value=0, max_value=10), ODD_NUMBERS, JSONISH),
+    "per_class_accuracy": st.one_of(st.lists(st.one_of(st.none(), st.floats(0, 1), ODD_NUMBERS), max_size=12), JSONISH),
+    "test_accuracy": st.one_of(st.none(), st.floats(0, 1), ODD_NUMBERS, JSONISH),
+    "command": st.one_of(st.text(max_size=8), JSONISH),
+    "notes": st.one_of(st.dictionaries(st.text(max_size=4), JSONISH, max_size=3), JSONISH),
+}
+GOOD = {"arch": "cnn", "dataset": "digits", "classes": list("0123456789"), "input_shape": [1, 8, 8], "mean": [0.3],
+        "std": [0.4]}
+
+
+def _valid_or_one_sentence(make):
+    """``make()`` gives a card that survives its own strict JSON, or raises one UserError sentence."""
+    import math
+
+    from core.models.cards import MAX_VALUES, parse_card
+
+    try:
+        card = make()
+    except UserError as exc:
+        assert str(exc).strip() and "\n" not in str(exc), str(exc)
+        return None
+    c, h, w = card.input_shape
+    assert c * h * w <= MAX_VALUES and len(card.mean) == len(card.std) == c
+    assert all(math.isfinite(v) for v in card.mean + card.std) and min(card.std) > 0
+    assert parse_card(card.to_json()) == card                       # strict JSON, same card back
+    return card
+
+
+@CARD_QUICK
+@given(fields=st.fixed_dictionaries({}, optional=FIELDS), base=st.booleans())
+def test_card_fields_give_a_valid_card_or_one_sentence(fields, base):
+    import json
+
+    from core.models.cards import parse_card
+
+    data = {**(GOOD if base else {}), **fields}
+    _valid_or_one_sentence(lambda: ModelCard.from_dict(data))
+    _valid_or_one_sentence(lambda: parse_card(json.dumps(data).encode()))       # NaN / Infinity literals refused
+
+
+@CARD_QUICK
+@given(blob=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode),
+                      JSONISH.map(lambda v: __import__("json").dumps(v).encode())))
+def test_card_bytes_give_a_valid_card_or_one_sentence(blob):
+    from core.models.cards import parse_card
+
+    _valid_or_one_sentence(lambda: parse_card(blob, "The model card 'x.json'"))

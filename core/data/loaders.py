@@ -7,7 +7,6 @@ normalises them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import pickle
 from collections.abc import Sequence
@@ -19,7 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFolder
 
-from core.data.cache import _materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, cache_dir
+from core.data.cache import (_materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, cache_dir,
+                             source_key, write_marker)
 from core.errors import UserError
 from core.data.info import (DatasetInfo, IMAGEFOLDER_PREFIX, SPLITS, _CIFAR10_CLASSES, _IMAGENET_MEAN,
                             _IMAGENET_STD)
@@ -90,7 +90,8 @@ def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
     """A root torchvision can read (<root>/<Folder>/raw with plain idx files), or None.
 
     Plain files in the data folder are read in place; .gz files are decompressed once into the
-    cache because the data folder may be read-only.
+    cache because the data folder may be read-only, into a folder keyed by the data folder and the
+    files' content (:func:`core.data.cache.source_key`), whose ``SOURCE`` record is written last.
     """
     folder = _MNIST_CLASSES[key].__name__
     if root is not None:
@@ -98,9 +99,14 @@ def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
         if all(s is not None for s in sources):
             if all(s.suffix != ".gz" for s in sources):
                 return root
-            for src, name in zip(sources, _MNIST_FILES):
-                _materialise(src, cache / folder / "raw" / name)
-            return cache
+            digest = source_key(root / folder / "raw", [(s.name, s) for s in sources])
+            keyed = cache / "by-source" / f"{folder}-{digest}"
+            record = keyed / "SOURCE"
+            if not (record.is_file() and record.read_text().startswith(digest)):
+                for src, name in zip(sources, _MNIST_FILES):
+                    _materialise(src, keyed / folder / "raw" / name)
+                write_marker(record, f"{digest}\n{root / folder / 'raw'}\n")
+            return keyed
     if all((cache / folder / "raw" / f).is_file() for f in _MNIST_FILES):
         return cache
     return None
@@ -202,28 +208,31 @@ _CIFAR10_TARBALL = "cifar10-jpeg.tar.gz"
 _CIFAR10_JPEG_DIR = "cifar10-jpeg"
 
 
-def _cifar10_jpeg_pt(root: Path | None, cache: Path, split: str) -> Path | None:
-    """Path of the decoded-tensor cache for the JPEG export if that export is usable, else None."""
-    dest = cache / _CIFAR10_JPEG_DIR
-    has_tarball = root is not None and (root / _CIFAR10_TARBALL).is_file()
-    if has_tarball or (dest / f"{split}.pt").is_file() or (dest / split).is_dir():
-        return dest / f"{split}.pt"
-    return None
+def _cifar10_tarball(root: Path | None) -> Path | None:
+    return root / _CIFAR10_TARBALL if root is not None and (root / _CIFAR10_TARBALL).is_file() else None
+
+
+def _cifar10_jpeg_pt(root: Path | None, cache: Path, split: str) -> tuple[Path, str] | None:
+    """(decoded-tensor cache path, source key) for the JPEG tarball in the data folder, else None.
+    The extracted images and the tensors live in a folder keyed by the tarball's content."""
+    tarball = _cifar10_tarball(root)
+    if tarball is None:
+        return None
+    digest = source_key(root, [(tarball.name, tarball)])
+    return cache / _CIFAR10_JPEG_DIR / digest / f"{split}.pt", digest
 
 
 def _load_cifar10(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 from the JPEG tarball (decoded once, cached as .pt), else pickled batches."""
-    pt = _cifar10_jpeg_pt(root, cache, split)
-    if pt is None:
+    found = _cifar10_jpeg_pt(root, cache, split)
+    if found is None:
         return _load_cifar_batches("cifar10", _Cifar10, split, root, cache)
-    cached = _read_tensor_cache(pt)
+    pt, digest = found
+    cached = _read_tensor_cache(pt, digest)
     if cached is not None:
         return cached
     folder = pt.parent / split
     if not folder.is_dir():
-        if root is None or not (root / _CIFAR10_TARBALL).is_file():
-            raise UserError(f"The CIFAR-10 JPEG cache {pt.parent} is incomplete; pass --data-dir to the "
-                            f"folder holding {_CIFAR10_TARBALL} to rebuild it.")
         _safe_extract(root / _CIFAR10_TARBALL, pt.parent)
     missing = [c for c in _CIFAR10_CLASSES if not (folder / c).is_dir()]
     if missing:
@@ -231,7 +240,7 @@ def _load_cifar10(split: str, root: Path | None, cache: Path) -> tuple[torch.Ten
     samples = _list_images(folder, _CIFAR10_CLASSES)
     images = _decode_images([p for p, _ in samples], (32, 32))
     labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
-    _write_tensor_cache(pt, images, labels)
+    _write_tensor_cache(pt, images, labels, digest)
     return images, labels
 
 
@@ -266,18 +275,17 @@ def _imagefolder_scan(path: Path, open_first: bool = True) -> tuple[DatasetInfo,
                       if e.is_dir() and not e.name.startswith(".")})
     if not classes:
         raise UserError(f"The image folder {path} has no class subfolders; expected <class>/<image> files.")
+    if len(classes) < 2:
+        raise UserError(f"The image folder {path} has one class subfolder ({classes[0]}); a classifier needs at "
+                        "least 2 classes, one subfolder each.")
     first_split = "train" if "train" in layout else "test"
     samples = _list_images(layout[first_split], classes)
     if not samples:
         raise UserError(f"The image folder {layout[first_split]} holds no image files.")
     height, width = 0, 0
     if open_first:
-        first = samples[0][0]
-        try:
-            with Image.open(first) as im:
-                width, height = im.size
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise UserError(f"Could not read the image file {first}: it is corrupt or not an image.") from err
+        with _open_image(samples[0][0]) as im:
+            width, height = im.size
     info = DatasetInfo(IMAGEFOLDER_PREFIX + str(path), tuple(classes), (3, height, width),
                        _IMAGENET_MEAN, _IMAGENET_STD)
     return info, layout
@@ -292,26 +300,48 @@ def _imagefolder_uint8(path: Path, split: str, cache: Path) -> tuple[torch.Tenso
     samples = _list_images(layout[split], info.classes)
     if not samples:
         raise UserError(f"The image folder {layout[split]} holds no image files.")
-    digest = hashlib.sha256("\n".join(
-        [str(path), split, str(len(samples)), repr(info.input_shape)]
-        + [f"{p}\t{c}" for p, c in samples]).encode()).hexdigest()[:20]
+    folder = layout[split]
+    digest = source_key(folder, [(f"{Path(p).relative_to(folder)}\t{c}\t{info.input_shape}", Path(p))
+                                 for p, c in samples])
     pt = cache / "imagefolder" / f"{digest}-{split}.pt"
-    cached = _read_tensor_cache(pt)
+    cached = _read_tensor_cache(pt, digest)
     if cached is not None:
         return cached
     images = _decode_images([p for p, _ in samples], info.input_shape[1:])
     labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
-    _write_tensor_cache(pt, images, labels)
+    _write_tensor_cache(pt, images, labels, digest)
     return images, labels
+
+
+_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # PIL's decompression-bomb limit
+
+
+def _open_image(path: str) -> Image.Image:
+    """``Image.open`` with one sentence naming the file when it is corrupt, not an image, or larger
+    than PIL's decompression-bomb limit (checked from the header, before any decoding)."""
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise UserError(f"The image file {path} is too large to decode safely (more than "
+                        f"{2 * _MAX_PIXELS / 1e6:.0f} megapixels); resize it or remove it.") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise UserError(f"Could not read the image file {path}: it is corrupt or not an image.") from err
+    width, height = im.size
+    if width * height > _MAX_PIXELS:
+        im.close()
+        raise UserError(f"The image file {path} is {width} x {height} pixels ({width * height / 1e6:.0f} "
+                        f"megapixels), more than the {_MAX_PIXELS / 1e6:.0f} megapixels that are decoded safely; "
+                        "resize it or remove it.")
+    return im
 
 
 def _decode_one(path: str, size_hw: tuple[int, int]) -> np.ndarray:
     """One image as uint8 HxWx3 RGB, resized (bilinear) to ``size_hw``; UserError naming a bad file."""
-    try:
-        with Image.open(path) as im:
+    with _open_image(path) as im:
+        try:
             rgb = im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise UserError(f"Could not read the image file {path}: it is corrupt or not an image.") from err
+        except (OSError, ValueError, SyntaxError) as err:
+            raise UserError(f"Could not read the image file {path}: it is corrupt or not an image.") from err
     height, width = size_hw
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.BILINEAR)
@@ -332,8 +362,7 @@ def _decode_images(paths: Sequence[str], size_hw: tuple[int, int]) -> torch.Tens
 
 
 def _locate_cifar10(root: Path | None, cache: Path) -> bool:
-    return (_cifar10_jpeg_pt(root, cache, "test") is not None
-            or _cifar_batches_root(_Cifar10, root, cache) is not None)
+    return _cifar10_tarball(root) is not None or _cifar_batches_root(_Cifar10, root, cache) is not None
 
 
 def _locate_cifar100(root: Path | None, cache: Path) -> bool:

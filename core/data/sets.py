@@ -3,11 +3,18 @@
 Every loader returns an :class:`ImageSet` (float32 images already normalised with the dataset's
 mean/std). Unlearning code must only receive an :class:`AnalysisPool`, a slice of the *test* split
 made by :func:`split_heldout`; the rest of the test split is kept back for evaluation.
+
+Zero-shot is a checked guarantee, not a naming convention: every pool carries its
+:class:`HeldOut` record (the split it was cut from, the positions in that split that went to the
+pool, and those images as they were cut), which only :func:`split_heldout` issues, and
+:func:`require_analysis_pool` refuses a pool without one, or whose images or positions are not the
+ones the record holds (an AnalysisPool built by hand, from training images, or altered afterwards).
 """
 from __future__ import annotations
 
 import dataclasses
 import operator
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -106,11 +113,45 @@ class ImageSet:
         return self.subset(pos.sort().values)
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class HeldOut:
+    """Where a pool came from: ``split`` (always "test"), the sorted ``positions`` in that split
+    (its ``indices``) that went to the pool, and the pool's ``images`` as cut, row for row.
+
+    A record that is copied or sent to another process (pickled) stays issued."""
+
+    dataset: str
+    split: str
+    positions: torch.Tensor
+    images: torch.Tensor
+
+    def __repr__(self) -> str:
+        return f"HeldOut({self.dataset!r}, split={self.split!r}, n={len(self.positions)})"
+
+    def __reduce__(self):
+        return _reissue, (self.dataset, self.split, self.positions, self.images)
+
+
+_ISSUED: "weakref.WeakSet[HeldOut]" = weakref.WeakSet()   # the records split_heldout has made
+
+
+def _reissue(dataset: str, split: str, positions: torch.Tensor, images: torch.Tensor) -> HeldOut:
+    """A copy of an issued record (unpickling, deepcopy), issued in turn."""
+    record = HeldOut(dataset, split, positions, images)
+    _ISSUED.add(record)
+    return record
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class AnalysisPool(ImageSet):
     """Held-out (test-split) images the unlearning may look at. The ONLY data type unlearning code accepts.
 
-    Construct only via :func:`split_heldout`; ``__post_init__`` raises ValueError if split != "test".
+    Construct only via :func:`split_heldout`, which sets ``origin``; ``__post_init__`` raises
+    ValueError if split != "test", and :func:`require_analysis_pool` refuses a pool whose
+    ``origin`` is missing or does not match its images.
     """
+
+    origin: HeldOut | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,10 +190,28 @@ class AnalysisPool(ImageSet):
 
 
 def require_analysis_pool(data) -> AnalysisPool:
-    """Return ``data`` if it is an AnalysisPool; unlearning code calls this on its input."""
+    """Return ``data`` if it is an AnalysisPool cut from held-out test data by :func:`split_heldout`
+    (or a subset of one); unlearning code calls this on its input.
+
+    Checked: the pool carries a :class:`HeldOut` record that :func:`split_heldout` issued, of the
+    test split of the same dataset; each of its indices is one of the record's positions; and its
+    images are, bit for bit, the images cut at those positions. Raises TypeError otherwise."""
     if not isinstance(data, AnalysisPool):
         raise TypeError(f"unlearning code only accepts an AnalysisPool (held-out images), "
                         f"got {type(data).__name__}")
+    origin = data.origin
+    refuse = "unlearning code only accepts an AnalysisPool cut from held-out test data by split_heldout; "
+    if not isinstance(origin, HeldOut) or origin not in _ISSUED:
+        raise TypeError(refuse + "this one has no record of where it came from (was it built by hand?)")
+    if origin.split != "test" or data.split != "test" or origin.dataset != data.info.name:
+        raise TypeError(refuse + f"this one comes from the {origin.split} split of {origin.dataset}")
+    if len(data) == 0:
+        return data
+    rows = torch.searchsorted(origin.positions, data.indices).clamp_(max=len(origin.positions) - 1)
+    if not torch.equal(origin.positions[rows], data.indices):
+        raise TypeError(refuse + "some of its images are not among the positions that went to the pool")
+    if data.images.shape[1:] != origin.images.shape[1:] or not torch.equal(data.images.cpu(), origin.images[rows]):
+        raise TypeError(refuse + "its images are not the held-out images at its positions")
     return data
 
 
@@ -173,8 +232,11 @@ def split_heldout(test: ImageSet, pool_per_class: int = 100, seed: int = 0) -> t
         k = min(pool_per_class, len(where) // 2)
         in_pool[where[_seeded_choice(len(where), k, g)]] = True
     fields = dict(info=test.info, split="test")
-    pool = AnalysisPool(images=test.images[in_pool], labels=test.labels[in_pool],
-                        indices=test.indices[in_pool], **fields)
+    images, indices = test.images[in_pool], test.indices[in_pool]
+    order = indices.argsort()
+    origin = HeldOut(test.info.name, "test", indices[order], images[order])   # indexing copies
+    _ISSUED.add(origin)
+    pool = AnalysisPool(images=images, labels=test.labels[in_pool], indices=indices, origin=origin, **fields)
     rest = ~in_pool
     evaluation = ImageSet(images=test.images[rest], labels=test.labels[rest],
                           indices=test.indices[rest], **fields)

@@ -2,19 +2,26 @@
 
 Weights are stored as safetensors; ONNX and ``torch.export`` programs are read through
 :mod:`core.models.formats`. Nothing here unpickles code.
+
+Writing is atomic (:func:`write_atomically`): each file is written to a temporary name in its own
+folder, flushed to disk, given the mode the umask asks for, and only then linked into place, so a
+kill or a full disk leaves either the whole file or nothing, and an existing file is never replaced.
+The weights file carries its card in its metadata, so it is complete even without the sidecar.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
+import os
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from core.errors import UserError
-from core.models.cards import ModelCard, card_path, read_card
+from core.models.cards import ModelCard, card_path, parse_card, read_card
 from core.models.registry import build_model
 
 
@@ -39,9 +46,73 @@ def state_checksum(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Create ``path`` through ``write(tmp)``: a temporary file in the same folder, flushed, given
+    mode 0666 minus the umask, then linked into place (renamed when ``overwrite``). On any failure
+    the temporary file is removed and nothing appears at ``path``; an OSError (a full disk, a
+    folder that cannot be written) becomes one sentence."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise UserError(f"Cannot write '{path}' ({exc.strerror or exc}).") from exc
+    tmp = Path(name)
+    try:
+        try:
+            write(tmp)
+        except (UserError, OSError):
+            raise
+        except Exception as exc:      # writers report a full disk in their own error types
+            raise UserError(f"Could not write '{path}' ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}); "
+                            "nothing was written.") from exc
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)            # atomic, and refuses an existing file
+            except FileExistsError:
+                raise UserError(f"'{path}' already exists; choose another path (existing files are never "
+                                "overwritten).") from None
+            except OSError:                   # a file system without hard links
+                if path.exists():
+                    raise UserError(f"'{path}' already exists; choose another path (existing files are "
+                                    "never overwritten).") from None
+                os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"Could not write '{path}' ({exc.strerror or exc}); nothing was written.") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_card(card: ModelCard, path: str | Path, overwrite: bool = False) -> Path:
+    """The card as strict JSON at ``path``, atomically."""
+    text = (card.to_json() + "\n").encode()
+    return write_atomically(path, lambda tmp: tmp.write_bytes(text), overwrite)
+
+
 def save_checkpoint(model: nn.Module, card: ModelCard, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``path`` (safetensors, card also in its metadata) and ``path.json``. Never overwrites
-    an existing file unless ``overwrite`` (used only for the project's own assets)."""
+    """Write ``path`` (safetensors, card also in its metadata) and ``path.json``, each atomically
+    (:func:`write_atomically`); the weights go first, and are removed again if the card cannot be
+    written. Never overwrites an existing file unless ``overwrite`` (the project's own assets)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -50,15 +121,20 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: str | Path, overwri
     for target in (path, card_path(path)):
         if target.exists() and not overwrite:
             raise UserError(f"'{target}' already exists; choose another path (existing files are never overwritten).")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"model_card": card.to_json()})
-    card_path(path).write_text(card.to_json() + "\n")
+    metadata = {"model_card": card.to_json()}
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), overwrite)
+    try:
+        write_card(card, card_path(path), overwrite)
+    except BaseException:
+        if not overwrite:
+            path.unlink(missing_ok=True)
+        raise
     return path
 
 
-def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Tensors and the embedded card (if any) from a safetensors or torch state_dict file."""
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Tensors and the embedded card's JSON text (if any) from a safetensors or torch state_dict file."""
     if not path.is_file():
         raise UserError(f"Checkpoint '{path}' does not exist.")
     with open(path, "rb") as fh:
@@ -72,8 +148,7 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
                 tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         except Exception as exc:  # safetensors raises several error types for a broken file
             raise UserError(f"'{path.name}' is not a readable safetensors file ({type(exc).__name__}).") from exc
-        card = json.loads(meta["model_card"]) if "model_card" in meta else None
-        return tensors, card
+        return tensors, meta.get("model_card")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -144,7 +219,8 @@ def load_checkpoint(path: str | Path, card: ModelCard | None = None) -> tuple[nn
             raise UserError(f"'{path.name}' has no model card; name the dataset it was trained on.")
         return check_fits(load_model_file(path), card, path.name), card
     tensors, embedded = _read_tensors(path)
-    found = read_card(path) or (ModelCard.from_dict(embedded) if embedded is not None else None)
+    found = read_card(path) or (parse_card(embedded, f"The model card inside '{path.name}'")
+                                if embedded is not None else None)
     card = found or card
     if card is None:
         raise UserError(f"'{path.name}' has no model card; name its architecture and dataset.")
@@ -164,8 +240,9 @@ def shipped_checkpoints() -> list[tuple[Path, ModelCard]]:
     """Every shipped model (safetensors, ONNX, .pt2) with its card, sorted by path."""
     found = []
     for path in sorted(p for p in ASSETS_DIR.glob("*/*") if p.suffix in MODEL_SUFFIXES):
-        if card_path(path).is_file():
-            found.append((path, ModelCard.from_dict(json.loads(card_path(path).read_text()))))
+        card = read_card(path)
+        if card is not None:
+            found.append((path, card))
     return found
 
 
