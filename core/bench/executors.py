@@ -125,7 +125,9 @@ class RayExecutor:
                 else:
                     cpus = None if self.workers is None else self.workers * self.cpus_per_case
                     ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env)
-            except ConnectionError as err:
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                if not self.address:
+                    raise
                 raise UserError(f"Could not join the Ray cluster at {self.address} ({err}).") from err
             self._own = True
         resources = ray.cluster_resources()
