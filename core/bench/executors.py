@@ -112,9 +112,20 @@ class RayExecutor:
                             "RAY_ADDRESS has its own size.")
         self.workers, self.cpus_per_case = workers, cpus_per_case
         self.gpus_per_case, self.use_gpu = gpus_per_case, use_gpu
-        self.running, self.slots, self._own = 0, 1, False
+        self.running, self.slots, self._own, self._depth = 0, 1, False, 0
 
     def __enter__(self) -> "RayExecutor":
+        """Start or join Ray (re-entrant: an inner ``with`` reuses the outer one's session)."""
+        self._depth += 1
+        if self._depth > 1:
+            return self
+        try:
+            return self._start()
+        except BaseException:
+            self._depth = 0
+            raise
+
+    def _start(self) -> "RayExecutor":
         ray = _import_ray()
         if not ray.is_initialized():
             path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
@@ -134,7 +145,7 @@ class RayExecutor:
         self.cluster_cpus = float(resources.get("CPU", 0))
         self.cluster_gpus = float(resources.get("GPU", 0)) if self.use_gpu else 0.0
         if self.cluster_cpus < self.cpus_per_case:
-            self.__exit__()
+            self._shutdown()
             raise UserError(f"The Ray cluster has {self.cluster_cpus:g} CPUs; a case needs {self.cpus_per_case}.")
         self.slots = int(self.cluster_cpus // self.cpus_per_case)
         if self.gpus_per_case is None:
@@ -146,6 +157,11 @@ class RayExecutor:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         self.running = 0
         if self._own:
             _import_ray().shutdown()

@@ -16,6 +16,7 @@ to an executor (:mod:`core.bench.executors`), stores each as it finishes
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -281,6 +282,22 @@ def run_bench(profile: str = "quick", methods: list[str] | None = None, datasets
             "unlearn_configs": settings["unlearn_configs"], "settings_digest": digest, "status": "running",
             "cases": {"planned": len(specs), "skipped_as_finished": skipped, "to_run": len(todo)}}
     order = [s.key for s in specs]
+    try:
+        with contextlib.ExitStack() as started:
+            if todo:                    # start or join Ray (an error here leaves no folder behind)
+                started.enter_context(runner)
+            _run_into(out_dir, meta, order, todo, runner, job, progress, digests, commit)
+    finally:
+        clear_memo()
+        torch.set_num_threads(threads_before)
+    return out_dir
+
+
+def _run_into(out_dir: Path, meta: dict, order: list, todo: list, runner, job, progress: bool, digests: dict,
+              commit: str | None) -> None:
+    """Run ``todo`` into ``out_dir``: store each case, rebuild the outputs after each and at the end."""
+    from core.bench import store
+
     out_dir.mkdir(parents=True, exist_ok=True)
     records = store.load_cases(out_dir)
     if todo:
@@ -302,13 +319,10 @@ def run_bench(profile: str = "quick", methods: list[str] | None = None, datasets
             meta["executor"] = runner.describe()
             complete = all(r.ok for r in results)
     finally:
-        clear_memo()
-        torch.set_num_threads(threads_before)
         meta["wall_seconds"] = round(time.perf_counter() - start, 1)
         meta["status"] = "complete" if complete else "partial"
         meta["updated"] = dt.datetime.now().isoformat(timespec="seconds")
         store.rebuild_outputs(out_dir, meta, order, figures=True, records=records)
-    return out_dir
 
 
 def _union_targets(old: list[dict], new: list[dict]) -> list[dict]:
