@@ -152,9 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run seeds FIRST_SEED .. FIRST_SEED+SEEDS-1 (to split a run over processes)")
     bench.add_argument("--data-dir", default=None)
     bench.add_argument("--device", default="auto")
-    bench.add_argument("--out", default=None, help="folder for the CSV, summary and figures (default bench-results/PROFILE)")
+    bench.add_argument("--out", default=None,
+                       help="folder for the cases, CSV, summary and figures (default bench-results/PROFILE); a rerun "
+                            "into the same folder skips the cases it finished")
+    bench.add_argument("--resume", action="store_true",
+                       help="continue a folder whose cases were made by another commit (otherwise refused)")
+    bench.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
+                       help="run the cases in this process (default) or as Ray tasks")
+    bench.add_argument("--ray-address", default=None,
+                       help="join this Ray cluster (else $RAY_ADDRESS, else start a local Ray); with --executor ray")
+    bench.add_argument("--workers", type=int, default=None,
+                       help="cases at once on the local Ray (default: one per CPU); with --executor ray")
 
-    merge = sub.add_parser("bench-merge", help="merge bench folders (e.g. parallel parts) into one")
+    merge = sub.add_parser("bench-merge", help="merge bench folders (e.g. from two clusters) into one")
     merge.add_argument("parts", nargs="+", metavar="DIR", help="bench folders with runs.csv and meta.json")
     merge.add_argument("--out", required=True, help="folder for the merged CSV, summary and figures")
 

@@ -19,7 +19,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 REPORT_KEYS = {"forget_class", "dataset", "arch", "model", "per_class_before", "per_class_after", "forget_acc_before",
                "forget_acc_after", "retain_acc_before", "retain_acc_after", "selected_units", "target_used",
                "erased_layers", "relabelling", "seconds_unlearn", "seconds_breakdown", "analysis_size",
-               "analysis_images_used", "eval_size", "seed", "device", "config"}
+               "analysis_images_used", "eval_split", "eval_size", "seed", "device", "config"}
 
 
 def test_unlearn_digits_json():
@@ -36,7 +36,7 @@ def test_unlearn_digits_json():
     assert all(0 <= a <= 1 for a in report["per_class_after"])
     off = json.loads(run_cli("unlearn", "--dataset", "digits", "--arch", "cnn", "--forget", "3", "--json",
                              "--relabel", "none").stdout)
-    assert off["relabelling"] is None and off["config"]["relabel"] == "none"
+    assert off["relabelling"] is None and off["config"]["relabel"] is None
 
 
 def test_unlearn_mnist_table_and_save(tmp_path, shared_data):
@@ -48,7 +48,7 @@ def test_unlearn_mnist_table_and_save(tmp_path, shared_data):
     assert "second-choice relabelling: skipped: " in proc.stdout      # MNIST: too few wrong answers to compare with
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["notes"]["forget_class"] == 3 and len(card["notes"]["source_sha256"]) == 64
-    assert card["notes"]["relabelling"]["strength"] == 0 and card["notes"]["parameters"]["relabel"] == "auto"
+    assert card["notes"]["relabelling"]["strength"] == 0 and card["notes"]["parameters"]["relabel"] == {"budget": 0.02, "min_wrong": 20, "shrinkage": 0.1}
     again = run_cli("unlearn", "--dataset", "mnist", "--arch", "cnn", "--forget", "3", "--data-dir", str(shared_data),
                     "--save", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -155,8 +155,8 @@ def test_unlearn_the_shipped_third_party_onnx_model(shared_data):
     (["--k", "1.5"], "--k 1.5 is out of range; use a whole count"),
     (["--k", "many"], "--k 'many' is not a number"),
     (["--h", "-3"], "--h -3 is out of range"),
-    (["--recipe", "paper", "--h", "auto"], "h='auto' covers a share of the class-contrast score"),
-    (["--recipe", "paper", "--target", "auto"], "target 'auto' is chosen on the validation part"),
+    (["--recipe", "paper", "--h", "auto"], "H 'auto' covers a share of the class-contrast score"),
+    (["--recipe", "paper", "--target", "auto"], "--target auto is chosen during calibration"),
     (["--seed", str(2 ** 70)], "is out of range; use a whole number from 0 to 2^63 - 1"),
     (["--pool-per-class", "1"], "--pool-per-class 1 is out of range"),
     (["--device", "tpu"], "--device 'tpu' is not a device"),

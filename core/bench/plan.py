@@ -4,10 +4,17 @@ For each (dataset, architecture, seed, forget class) the test split is cut by
 :func:`core.data.split_heldout` (seeded) into the analysis pool (the only data zero-shot methods
 see) and the evaluation set (everything else). The seed changes the pool / evaluation split, the
 analysis sample, the noise and the baselines' training randomness.
+
+The grid is the list of :class:`CaseSpec` (:func:`plan_cases`): one per (dataset, arch, method,
+forget class, seed), the original model counting as the method ``original``. A spec is small and
+picklable, and everything a case computes follows from it (and the data), so any process can run
+any case in any order and get the same row.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -266,3 +273,48 @@ def _relearn_set(train: ImageSet, forget_class: int, n: int, seed: int) -> Image
         where = mask.nonzero(as_tuple=True)[0]
         parts.append(where[torch.randperm(len(where), generator=g)[:n]])
     return train.subset(torch.cat(parts).sort().values)
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One cell of the grid: ``method`` (or ``original``) on (target, seed, forget class)."""
+
+    profile: Profile
+    target: Target
+    seed: int
+    forget_class: int
+    method: str
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int]:
+        """(dataset, arch, method, forget class, seed): what identifies a row of runs.csv."""
+        return (self.target.dataset, self.target.arch, self.method, self.forget_class, self.seed)
+
+    def label(self) -> str:
+        return f"{self.target.dataset}/{self.target.arch} seed {self.seed} class {self.forget_class} {self.method}"
+
+
+def plan_cases(plan: Plan) -> list[CaseSpec]:
+    """Every case of ``plan`` in report order: per target, seed and class the original model, then
+    the methods in registry order."""
+    from core.bench.columns import ORIGINAL
+
+    return [CaseSpec(plan.profile, t, seed, c, m) for t in plan.targets for seed in t.seed_range
+            for c in t.classes for m in [ORIGINAL, *plan.methods]]
+
+
+def run_settings(profile: Profile) -> dict:
+    """What every row of a run depends on besides its own case: the profile's measuring settings
+    (not its list of targets) and the two unlearning recipes as they are now."""
+    from core.unlearning.config import PAPER_CONFIG, default_config
+
+    settings = {k: v for k, v in profile.settings().items() if k not in ("targets", "description")}
+    return {"profile": settings, "unlearn_configs": {"lra_npp": PAPER_CONFIG.to_dict(), "ours": default_config().to_dict()}}
+
+
+def case_settings(spec: CaseSpec, run: dict) -> str:
+    """A digest of everything a case's numbers depend on apart from the code and the data: the run
+    settings and the target's baseline budget and evaluation sample. Two rows with the same key and
+    digest were measured the same way."""
+    own = {"run": run, "budget": spec.target.budget.to_dict(), "eval_per_class": spec.target.eval_per_class}
+    return hashlib.sha256(json.dumps(own, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,7 +1,11 @@
 """Retrained reference models cached on disk (``<cache_dir>/bench/retrain``).
 
-Keyed by everything that determines them, so a rerun skips retraining and reports the seconds
-measured when the model was trained.
+Keyed by everything that determines them (dataset, arch, forget class, seed, the training recipe
+and sample, the training data's size and label sum), so a rerun skips retraining and reports the
+seconds measured when the model was trained. An entry is two files written atomically (weights,
+then the JSON that makes the entry visible); :func:`retrain_lock` serialises the check-train-store of
+one key across processes (Ray workers, two bench commands sharing the cache), so a key is trained
+once and never again while its entry is present.
 """
 from __future__ import annotations
 
@@ -35,6 +39,16 @@ def _retrain_cache_path(case: Case) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{case.dataset.replace(':', '_').replace('/', '_')}-{case.arch}-c{case.forget_class}-s{case.seed}-{digest}"
     return cache_dir() / "bench" / "retrain" / f"{name}.safetensors"
+
+
+def retrain_lock(case: Case):
+    """An inter-process lock (``filelock``) on the cache entry of ``case``: hold it from the cache
+    check to the store, and a second process asking for the same key waits and then finds it."""
+    from filelock import FileLock
+
+    path = _retrain_cache_path(case)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(f".{path.stem}.lock")))
 
 
 def _load_retrain(case: Case, model: nn.Module) -> tuple[UnlearnOutcome, float] | None:
