@@ -276,8 +276,6 @@ def config_from_args(args):
 
 def cmd_settings(args) -> int:
     """Every setting of a recipe, by the dotted name ``--set`` takes."""
-    import json
-
     from core.unlearning.config import RECIPES
 
     for name, value in RECIPES[args.recipe].flat().items():

@@ -28,6 +28,7 @@ from PIL import Image
 from core import strict_json
 from core.data import catalog, loaders
 from core.data.catalog import dataset_available, load_split
+from core.data.sets import AnalysisPool, require_analysis_pool
 from core.errors import UserError
 from core.models.cards import ModelCard, parse_card, read_card
 from core.models.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoint
