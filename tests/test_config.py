@@ -97,3 +97,19 @@ def test_eval_split_train_measures_on_the_training_images(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["eval_split"] == "train" and report["eval_size"] == 1257      # digits' fixed training part
     assert report["forget_acc_after"] < report["forget_acc_before"]
+
+
+def test_worst_class_drop_is_the_largest_retain_class_loss():
+    import torch
+
+    from core.metrics.evaluate import summarize, worst_class_drop
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    perfect = torch.nn.functional.one_hot(labels, 3).float()
+    worse = perfect.clone()
+    worse[2] = torch.tensor([1.0, 0.0, 0.0])        # one image of class 1 now wrong: class 1 loses 50 points
+    worse[0] = torch.tensor([0.0, 0.0, 1.0])        # the forget class (0) losing images does not count
+    assert worst_class_drop(summarize(perfect, labels, 0), summarize(worse, labels, 0)) == 0.5
+    assert OURS_CONFIG.calibration.class_budget == 0.02
+    with pytest.raises(UserError, match="calibration.class_budget must be a share"):
+        OURS_CONFIG.override({"calibration.class_budget": "3"})

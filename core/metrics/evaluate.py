@@ -60,6 +60,14 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, forget_class: int | No
                       confusion=confusion_matrix(pred, labels, num_classes).tolist())
 
 
+
+def worst_class_drop(before: Evaluation, after: Evaluation) -> float:
+    """:math:`\\max_{c \\ne f} (\\mathrm{acc}_c^{before} - \\mathrm{acc}_c^{after})` over the retain classes with
+    images; 0 when there are none."""
+    drops = [b - a for c, (b, a) in enumerate(zip(before.per_class, after.per_class))
+             if c != before.forget_class and not (np.isnan(b) or np.isnan(a))]
+    return max(drops, default=0.0)
+
 def wrong_retain_mask(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> torch.Tensor:
     """Which images of the other classes ``logits`` answer wrongly (bool, on the CPU)."""
     return (logits.argmax(1).cpu() != labels) & (labels != forget_class)

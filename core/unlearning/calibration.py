@@ -3,9 +3,11 @@
 The path's units are ranked in full (selection ``h=None``); shares :data:`CALIBRATION_SHARES` of
 that ranking are tried in order on one working copy. The chosen share is the smallest reaching the
 lowest validation forget accuracy while the validation retain accuracy drops at most
-``retain_budget`` (then ``margin_steps`` shares further while the budget allows). With several
-``targets`` each is calibrated in turn, and the first whose path forgets the validation images
-(forget accuracy at most ``max_forget``) is kept.
+``retain_budget`` and no single retain class's validation accuracy drops more than ``class_budget``
+(shares stop growing at the first that would exceed either; then ``margin_steps`` shares further
+while the budgets allow). With several ``targets`` they are calibrated in turn until one forgets
+the validation images (forget accuracy at most ``max_forget``); of those calibrated, the one with
+the lowest validation forget accuracy is kept (the earlier on a tie).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torch import nn
 from core.attribution.paths import NeuronPath
 from core.data.sets import AnalysisPool
 from core.errors import UserError
-from core.metrics.evaluate import summarize
+from core.metrics.evaluate import summarize, worst_class_drop
 from core.models.checkpoints import clone_model
 from core.models.compute import ActivationCache
 from core.models.graph import Cut, ModelGraph, graph_of
@@ -37,12 +39,15 @@ class Calibration:
     silenced completely."""
 
     retain_budget: float = 0.02
+    class_budget: float | None = None
     margin_steps: int = 0
     targets: tuple[str, ...] | None = None
     max_forget: float = 0.0
 
     def __post_init__(self):
         _share(self.retain_budget, "calibration.retain_budget")
+        if self.class_budget is not None:
+            _share(self.class_budget, "calibration.class_budget")
         _share(self.max_forget, "calibration.max_forget")
         if isinstance(self.margin_steps, bool) or not isinstance(self.margin_steps, int) or self.margin_steps < 0:
             raise UserError(f"calibration.margin_steps must be a whole number of at least 0, got {self.margin_steps!r}.")
@@ -78,6 +83,7 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec
     rows_cache = row_edit_cache(model, cache, full_edits)
     done: dict[str, set[int]] = {name: set() for name in ranked.selections}
     best, best_forget, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), float("inf"), None
+    class_budget = float("inf") if calibration.class_budget is None else calibration.class_budget
     for share in CALIBRATION_SHARES:
         candidate = ranked.truncated(share)
         new_units = {name: [u for u in units if u not in done[name]] for name, units in candidate.units.items()}
@@ -90,7 +96,8 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec
         else:
             logits = cache.tail_logits(working)
         score = summarize(logits, val.labels, forget)
-        if base.retain_acc - score.retain_acc > calibration.retain_budget:
+        if base.retain_acc - score.retain_acc > calibration.retain_budget or \
+                worst_class_drop(base, score) > class_budget:
             break
         if margin_left is not None:
             best, margin_left = candidate, margin_left - 1

@@ -57,8 +57,9 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     1. The path: LRP relevance of the forget images, units selected per layer
        (:func:`core.attribution.paths.find_path`); under calibration every unit is ranked.
     2. Calibration (:mod:`core.unlearning.calibration`): H is the smallest share of the ranking that
-       drives the validation forget accuracy to its minimum within the retain budget; with several
-       targets the first that forgets the validation images is kept, and the result's config names it.
+       drives the validation forget accuracy to its minimum within the retain budget and the
+       per-class budget; with several targets, the one that forgets the validation images best is
+       kept, and the result's config names it.
     3. The perturbation (:mod:`core.unlearning.perturb`) of the path's weights.
     4. Erasure: the class direction erased from the deepest layers before the classifier whose
        erasure stays within its budget (:func:`core.unlearning.erase.choose_layers`).
@@ -84,12 +85,16 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         keep = tuple(name for layer in candidate_layers(graph)[:config.erasure.max_layers_few_errors]
                      for name in graph.cut_at_module(layer).live) if config.erasure is not None else ()
         val_cache = ActivationCache.build(model, graph, val.images, first, keep=keep)   # shared by every candidate
-        for target in candidates:   # the first target whose calibrated path forgets the validation images
-            config = config.override({"perturbation.target": target})
-            path = calibrate_path(model, ranked, val, config.perturbation, calibration,
-                                  val_cache.advanced(model, cuts[target]))
-            if path.settings["validation_forget_acc"] <= calibration.max_forget:
+        chosen = None
+        for target in candidates:   # in order, until one forgets the validation images; the lowest forget kept
+            trial = config.override({"perturbation.target": target})
+            found = calibrate_path(model, ranked, val, trial.perturbation, calibration,
+                                   val_cache.advanced(model, cuts[target]))
+            if chosen is None or found.settings["validation_forget_acc"] < chosen[1].settings["validation_forget_acc"]:
+                chosen = (trial, found)
+            if found.settings["validation_forget_acc"] <= calibration.max_forget:
                 break
+        config, path = chosen
     analysed = time.perf_counter()
     edits = plan_edits(model, path.units, forget_class, config.perturbation, pool.info.input_shape)
     variant = apply_edits(model, edits, config.perturbation)
