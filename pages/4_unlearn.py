@@ -168,7 +168,7 @@ def explore() -> None:
     curve = common.sweep(explorer_key, explorer, method)
     w1, w2 = st.columns([5, 6], gap="medium")
     w1.plotly_chart(uf.sweep(curve["x"], curve["forget"], curve["retain"], strength,
-                             x_title=f"strength of the {METHOD_LABELS[method]} perturbation (0 = original)"),
+                             x_title=f"{METHOD_LABELS[method]} strength (0 = original)"),
                     key="unl_sweep", config={"displayModeBar": False})
     w2.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
                f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
@@ -264,14 +264,14 @@ def export_section(variant, strength: float, method: str, after, done) -> None:
             def export(model=model):
                 return ui.export_unlearned(model, lm.card, cls, report["config"], report, lm.source, fmt)
 
-            d0, d1, d2, d3 = st.columns([2, 2, 2, 2])
-            d0.markdown(f"**{name}** model")
-            d1.download_button("Model" if fmt != "safetensors" else "Checkpoint", data=lambda e=export: e()[0],
+            d0, d1, d2, d3 = st.columns([3, 2, 2, 2])
+            d0.markdown(f"**{name.capitalize()}** model")
+            d1.download_button("Model" if fmt != "safetensors" else "Weights", data=lambda e=export: e()[0],
                                file_name=f"{stem}.{fmt}", mime="application/octet-stream", key=f"unl_dl_weights_{name}",
                                icon=":material/download:",
                                help="The model in the format the original came in (safetensors with the model card in "
                                     "its metadata; an ONNX or .pt2 model as the same kind of file).")
-            d2.download_button("Model card", data=lambda e=export: e()[1], file_name=f"{stem}.json",
+            d2.download_button("Card", data=lambda e=export: e()[1], file_name=f"{stem}.json",
                                mime="application/json", key=f"unl_dl_card_{name}", icon=":material/description:")
             d3.download_button("Report", data=lambda e=export: e()[2], file_name=f"{stem}-report.json",
                                mime="application/json", key=f"unl_dl_report_{name}", icon=":material/summarize:")

@@ -55,8 +55,9 @@ def bars_before_after(classes: Sequence[str], before: Sequence[float], after: Se
 
 
 def sweep(xs: Sequence[float], forget: Sequence[float], retain: Sequence[float], current_x: float,
-          x_title: str, title: str = "Accuracy across strengths", height: int = 260) -> go.Figure:
-    """Forget and retain accuracy over the strength, the current strength marked; legend below."""
+          x_title: str, height: int = 250) -> go.Figure:
+    """Forget and retain accuracy over the strength, the current strength marked. The title names the
+    two curves in their colours (no legend to cover them)."""
     fig = go.Figure([
         go.Scatter(x=list(xs), y=percent(forget), name="forget class", mode="lines+markers",
                    line=dict(color=FORGET_COLOR, width=3), hovertemplate="%{x:.2f}: forget %{y:.1f} %<extra></extra>"),
@@ -66,8 +67,9 @@ def sweep(xs: Sequence[float], forget: Sequence[float], retain: Sequence[float],
     fig.add_vline(x=current_x, line=dict(color="black", dash="dash", width=1))
     fig.update_yaxes(range=[-4, 108], ticksuffix=" %")
     fig.update_xaxes(title=dict(text=x_title, font=dict(size=12)))
-    fig.update_layout(legend=dict(orientation="h", x=0, y=-0.32, yanchor="top"))
-    return _style(fig, title, height=height, margin=dict(l=45, r=10, t=40, b=80))
+    title = (f"<span style='color:{FORGET_COLOR}'>Forget</span> and <span style='color:{RETAIN_COLOR}'>retain</span> "
+             "accuracy across strengths")
+    return _style(fig, title, height=height, margin=dict(l=45, r=10, t=40, b=45), showlegend=False)
 
 
 def image_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray, titles: Sequence[str],
