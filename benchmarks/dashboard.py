@@ -174,11 +174,16 @@ def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
             pg.goto(f"{url}/model?model=digits/cnn")
             pg.get_by_role("heading", name="Model zoo").wait_for()
             idle(pg)
-            time.sleep(3)                                    # every element live again (not inert)
-            card = pg.get_by_test_id("stVerticalBlock").filter(has_text="mnist / cnn").filter(
-                has=pg.get_by_role("button", name="Use this model")).last
+            time.sleep(3)
+            inert = pg.evaluate("Array.from(document.querySelectorAll('[inert]')).map(e => e.tagName + ' ' + "
+                                "(e.getAttribute('data-testid') || '') + ' ' + e.className.toString().slice(0, 40))")
+            print("inert:", inert, flush=True)
+            buttons = pg.get_by_role("button", name="Use this model")
+            print("buttons:", buttons.count(), [buttons.nth(i).is_enabled() for i in range(buttons.count())], flush=True)
             start = time.perf_counter()
-            card.get_by_role("button", name="Use this model").click()
+            card = pg.get_by_test_id("stVerticalBlock").filter(has_text="mnist / cnn").filter(
+                has=pg.get_by_role("button", name="Use this model"))
+            card.last.get_by_role("button", name="Use this model").click(timeout=60_000, force=True)
             pg.get_by_text("Now using mnist / cnn").wait_for()
             idle(pg)
             out["switch_to_mnist_cnn_s"] = time.perf_counter() - start

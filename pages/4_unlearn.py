@@ -27,15 +27,14 @@ TARGET_LABELS = {"auto": "auto: outgoing first, all where needed", "in": "incomi
                  "out": "outgoing weight to the class", "both": "both"}
 
 st.title("Unlearn a class")
-st.caption("Zero-shot: LRP on a few held-out pool images finds the class's path; its weights are perturbed. No "
-           "training, no training data; accuracies are on the evaluation set (disjoint from the pool). The loaded "
-           "model is never changed.")
+st.caption("Zero-shot: LRP on held-out pool images finds the class's path, its weights are perturbed; no training "
+           "data. Accuracies: the evaluation set, disjoint from the pool.")
 
 lm = common.current_model()
 common.warm_up(lm.checksum, lm)
 pool, eval_set = common.heldout(lm.dataset, common.data_dir())
 
-c1, c2, c3 = st.columns([1, 2, 3])
+c1, c2, c3 = st.columns([3, 4, 5])
 cls = common.forget_class_box(lm, "Forget class", c1, help="The class the model should no longer recognise.")
 target = common.shared(c2.selectbox, "Weights to perturb", "target", "auto", options=list(TARGET_LABELS),
                        format_func=TARGET_LABELS.get,
@@ -105,39 +104,40 @@ def own_image_panel(variant, strength: float, method: str) -> None:
 @st.fragment
 def explore() -> None:
     """Slider, metrics and charts: a slider move reruns only this part of the page."""
-    s1, s2 = st.columns([3, 2])
+    s1, s2 = st.columns([1, 1])
     method = common.shared(s2.radio, "Perturbation", "method", "zero", options=list(METHODS), horizontal=True,
-                           format_func=METHOD_LABELS.get, captions=[METHOD_CAPTIONS[m] for m in METHODS],
+                           format_func=METHOD_LABELS.get,
                            help="zero scales the selected weights by (1 - strength); the noise methods add strength "
-                                "x N(0,1) or Laplace(0,1) noise (the authors' GN / LN baselines). The noise "
-                                "baselines hit the other classes as hard as the forget class: that is the lesson.")
+                                "x N(0,1) or Laplace(0,1) noise (the authors' GN / LN baselines).")
+    s2.caption(METHOD_CAPTIONS[method].capitalize() + ("." if method == "zero" else
+               ": the authors' baseline.") + " Noise wrecks the other classes too: that is the lesson.")
     strength = common.shared(s1.slider, "Strength", "strength", 1.0, min_value=0.0, max_value=1.0, step=0.05,
                              help="0 = the original model, 1 = the full perturbation.")
     common.write_query_params(lm)
     after, variant = common.perturbed(explorer_key, explorer, strength, method)
 
+    m1, m2, m3, m4 = st.columns([2, 2, 1, 3])
+    m1.metric(f"Forget (class {lm.class_label(cls)})", common.pct(after.forget_acc),
+              delta=f"{100 * (after.forget_acc - before.forget_acc):+.1f} points", delta_color="inverse",
+              help="Share of the forget class's evaluation images still recognised; lower is better.")
+    m2.metric("Retain (others)", common.pct(after.retain_acc),
+              delta=f"{100 * (after.retain_acc - before.retain_acc):+.1f} points",
+              help="Mean per-class accuracy over the other classes; it should stay where it was.")
+    m3.metric("Units", f"{sum(units.values())}", help="Selected units whose weights are perturbed, summed over layers.")
+    damaged = uf.collateral(before.per_class, after.per_class, cls)
+    st.session_state["unl_collateral"] = damaged
+    if damaged:
+        m4.markdown(":red[**Collateral damage:** " + ", ".join(
+            f"class {lm.class_label(c)} lost {100 * loss:.1f} points" for c, loss in damaged.items())
+            + " (more than 2).]")
+    else:
+        m4.caption("No retain class lost more than 2 points (a class that does is marked in red in the bars).")
+
     left, right = st.columns([5, 6], gap="medium")
     with left:
-        m1, m2, m3 = st.columns(3)
-        m1.metric(f"Forget (class {lm.class_label(cls)})", common.pct(after.forget_acc),
-                  delta=f"{100 * (after.forget_acc - before.forget_acc):+.1f} points", delta_color="inverse",
-                  help="Share of the forget class's evaluation images still recognised; lower is better.")
-        m2.metric("Retain (other classes)", common.pct(after.retain_acc),
-                  delta=f"{100 * (after.retain_acc - before.retain_acc):+.1f} points",
-                  help="Mean per-class accuracy over the other classes; it should stay where it was.")
-        m3.metric("Units perturbed", f"{sum(units.values())}",
-                  help="Selected units whose weights are perturbed, summed over layers.")
         st.plotly_chart(uf.bars_before_after(lm.classes, before.per_class, after.per_class, cls,
-                                             title="Per-class accuracy, before and after"),
+                                             title=None),
                         key="unl_bars", config={"displayModeBar": False})
-        damaged = uf.collateral(before.per_class, after.per_class, cls)
-        st.session_state["unl_collateral"] = damaged
-        if damaged:
-            st.markdown(":red[**Collateral damage:** " + ", ".join(
-                f"class {lm.class_label(c)} lost {100 * loss:.1f} points" for c, loss in damaged.items())
-                + " (more than 2).]")
-        else:
-            st.caption("No retain class lost more than 2 points.")
     with right:
         test_tab, own_tab = st.tabs(["Test image", "Your own image"])
         with test_tab:
@@ -153,15 +153,16 @@ def explore() -> None:
                 top_a = top_predictions(variant, eval_set.images[position])
                 st.plotly_chart(uf.image_before_after(
                     image, before_map, after_map,
-                    [f"test #{int(eval_set.indices[position])}", f"before: predicted {lm.classes[top_b[0][0]]}",
-                     f"after: predicted {lm.classes[top_a[0][0]]}"],
-                    title=f"LRP for class {lm.class_label(cls)}, same colour scale"), key="unl_heatmaps",
+                    [f"test #{int(eval_set.indices[position])} (class {lm.classes[cls]})",
+                     f"before: predicted {lm.classes[top_b[0][0]]}", f"after: predicted {lm.classes[top_a[0][0]]}"]),
+                    key="unl_heatmaps",
                     config={"displayModeBar": False})
                 st.session_state["unl_example_pred"] = {"before": top_b[0][0], "after": top_a[0][0]}
                 e1, e2 = st.columns([1, 2])
                 e1.number_input("Example image", 1, max(1, min(20, len(forget_positions))), 1, key="unl_example",
                                 help="One of the forget class's evaluation images.", label_visibility="collapsed")
-                e2.caption("Red: evidence for the forget class; it fades as the path is perturbed.")
+                e2.caption("LRP for the forget class, one colour scale. Red: evidence for it; it fades as the path "
+                           "is perturbed.")
         with own_tab:
             own_image_panel(variant, strength, method)
 

@@ -278,7 +278,6 @@ def sidebar() -> ui.LoadedModel | None:
         except UserError as exc:
             st.error(str(exc))
             return None
-        warm_up(lm.checksum, lm)          # the first visit to Unlearn finds its activations ready
         st.markdown("#### Current model")
         st.markdown(f"**{lm.name}**")
         acc = lm.card.test_accuracy

@@ -345,14 +345,14 @@ def test_unlearn_page_slider_changes_the_results():
     full = metrics(at)
     forget_label = "Forget (class 3)"
     assert percent(full[forget_label]) < 20
-    bars_full = array(chart(at, "before and after")["data"][1]["y"])
+    bars_full = array(chart(at, "Per-class accuracy")["data"][1]["y"])
 
     at.slider(key="w_cfg_strength").set_value(0.0).run()
     none = metrics(at)
     report = at.session_state["unlearn_report"]
     assert report["per_class_after"] == report["per_class_before"]       # strength 0 = the original model
     assert percent(none[forget_label]) > 85
-    bars_none = array(chart(at, "before and after")["data"][1]["y"])
+    bars_none = array(chart(at, "Per-class accuracy")["data"][1]["y"])
     assert bars_none[3] > bars_full[3] + 50
     sweep = chart(at, "across strengths")
     assert [shape["x0"] for shape in sweep["layout"]["shapes"]] == [0.0]   # the current setting is marked
@@ -454,7 +454,7 @@ def test_unlearn_page_own_image_follows_the_slider_and_marks_collateral():
     lost = {c for c, (b, a) in enumerate(zip(report["per_class_before"], report["per_class_after"]))
             if c != 3 and b - a > 0.02}
     assert {int(c) for c in report["collateral"]} == lost and lost
-    bars = chart(at, "before and after")
+    bars = chart(at, "Per-class accuracy")
     assert {a["x"] for a in bars["layout"]["annotations"] if a["text"].startswith("<b>-")} == {str(c) for c in lost}
     assert any("Collateral damage" in m.value for m in at.markdown)
 

@@ -197,11 +197,11 @@ def test_unlearn_slider_end_to_end(server, page):
     full = metric(page, "Forget (class")
     assert set_strength(page, "Home") == 0.0
     forget_before = metric_after(page, "Forget (class", full)
-    retain_before = metric(page, "Retain (other")
+    retain_before = metric(page, "Retain (")
     assert forget_before > 80
     assert set_strength(page, "End") == 1.0
     forget_after = metric_after(page, "Forget (class", forget_before)
-    retain_after = metric(page, "Retain (other")
+    retain_after = metric(page, "Retain (")
     assert forget_after < forget_before - 50, (forget_before, forget_after)
     assert abs(retain_after - retain_before) < 5, (retain_before, retain_after)
     for _ in range(10):                                 # halfway, step by step with the arrow keys
@@ -311,10 +311,11 @@ def test_unlearn_fits_one_screen(server, browser, size):
     metrics = page.get_by_test_id("stMetric")
     bars = page.locator(".js-plotly-plot").filter(has_text="Per-class accuracy")
     example = page.locator(".js-plotly-plot").filter(has_text="before: predicted")
+    page.mouse.move(5, height - 5)
+    shoot(page, f"4-unlearn-{width}x{height}")
     for what in (slider, metrics.filter(has_text="Forget (class"), metrics.filter(has_text="Retain"), bars, example):
         assert in_view(page, what.first, height), (size, what)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
-    shoot(page, f"4-unlearn-{width}x{height}")
     context.close()
     assert not OUTSIDE, OUTSIDE
 
@@ -334,27 +335,35 @@ def test_url_round_trip(server, page):
     assert_no_exception(page)
 
 
+def _digit_png() -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (96, 96), 255)                 # dark ink on white paper, as a phone photo would be
+    ImageDraw.Draw(image).line([(48, 16), (48, 80)], fill=0, width=12)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_own_image_loop(server, page):
-    """Draw a digit: its top-3 prediction and heatmap appear, before and after, and follow the slider."""
+    """The canvas renders; an uploaded digit gets its top-3 prediction and heatmap, before and after,
+    following the slider. (Playwright's synthetic mouse strokes do not reach the Fabric.js canvas in
+    headless Chromium, so the loop is driven by the upload.)"""
     open_page(page, server, "unlearn?model=digits/cnn&forget=1", "Unlearn a class")
     page.get_by_role("tab", name="Your own image").click()
-    canvas = page.locator("canvas").last
-    canvas.wait_for()
-    box = canvas.bounding_box()
-    x, top, bottom = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15, box["y"] + box["height"] * 0.85
-    page.mouse.move(x, top)
-    page.mouse.down()
-    for k in range(1, 11):
-        page.mouse.move(x, top + (bottom - top) * k / 10)
-    page.mouse.up()
+    sync_api.expect(page.locator("canvas").last).to_be_visible()          # the drawing canvas renders
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(
+        {"name": "one.png", "mimeType": "image/png", "buffer": _digit_png()})
     figure = page.locator(".js-plotly-plot").filter(has_text="Your image")
     figure.wait_for()
     wait_idle(page)
-    text = page.get_by_text("Before:").first.inner_text()
+    text = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile("^Before:")).last.inner_text()
     assert text.count("%") == 6, text                                  # top-3 before and after
     set_strength(page, "Home")
     wait_idle(page)
-    lines = page.get_by_text("Before:").first.inner_text().split("\n")
+    lines = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile("^Before:")).last.inner_text().split("\n")
     assert lines[0].replace("Before:", "").strip() == lines[1].replace("After:", "").strip()   # strength 0 = original
     shoot(page, "4-unlearn-own-image")
     assert_no_exception(page)

@@ -27,7 +27,7 @@ def collateral(before: Sequence[float], after: Sequence[float], forget_class: in
 
 
 def bars_before_after(classes: Sequence[str], before: Sequence[float], after: Sequence[float], forget_class: int,
-                      title: str = "Per-class accuracy", height: int = 280) -> go.Figure:
+                      title: str | None = None, height: int = 235) -> go.Figure:
     """Grouped bars before (grey) / after (orange); the forget class labelled, and every retain class
     that lost more than 2 points marked in red with its loss."""
     labels = [f"<b>{name}</b>" if c == forget_class else str(name) for c, name in enumerate(classes)]
@@ -49,8 +49,9 @@ def bars_before_after(classes: Sequence[str], before: Sequence[float], after: Se
     ticks = [0, 25, 50, 75, 100]
     fig.update_yaxes(range=[0, 112], tickvals=ticks, ticktext=[f"{t} %" for t in ticks])
     fig.update_xaxes(type="category")
-    fig.update_layout(barmode="group", bargap=0.2, legend=dict(orientation="h", x=1, xanchor="right", y=1.0,
-                                                               yanchor="bottom"))
+    fig.update_layout(barmode="group", bargap=0.2, showlegend=False)
+    title = title or (f"Per-class accuracy: <span style='color:{BEFORE_COLOR}'>before</span> / "
+                      f"<span style='color:{AFTER_COLOR}'>after</span>")
     return _style(fig, title, height=height, margin=dict(l=45, r=10, t=40, b=25))
 
 
@@ -73,7 +74,7 @@ def sweep(xs: Sequence[float], forget: Sequence[float], retain: Sequence[float],
 
 
 def image_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray, titles: Sequence[str],
-                       title: str, height: int = 230, percentile: float = 99.0) -> go.Figure:
+                       title: str = "", height: int = 175, percentile: float = 99.0) -> go.Figure:
     """Image, relevance before, relevance after (both on the before map's scale); ``titles`` name the
     three panels (e.g. with each model's predicted label)."""
     scale = relevance_scale(before, percentile)
@@ -84,7 +85,7 @@ def image_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray,
     _square_axes(fig)
     for annotation in fig.layout.annotations:
         annotation.font = dict(size=12)
-    return _style(fig, title, height=height, margin=dict(l=5, r=5, t=60, b=5))
+    return _style(fig, title, height=height, margin=dict(l=5, r=5, t=60 if title else 30, b=5))
 
 
 def top3_text(top: Sequence[tuple[int, float]], classes: Sequence[str]) -> str:
