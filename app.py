@@ -21,10 +21,12 @@ from core.models.compute import set_threads  # noqa: E402
 from pages import common  # noqa: E402
 
 common.ensure_navigation(entry=True)     # never draw through Streamlit's legacy pages/ mode (see there)
-st.set_page_config(page_title="Unlearning Lab", page_icon=":material/psychology:", layout="wide")
+# The icon is drawn here (an emoji or a :material/ icon would be fetched from an outside host).
+st.set_page_config(page_title="Unlearning Lab", page_icon=common.favicon(), layout="wide")
 set_threads()
 # Less empty space above each page's title, so that more of the charts fit on a laptop screen.
-st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>")
+st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;} "
+        "[data-testid='stMainBlockContainer'] h1 {font-size: 2.1rem; padding-bottom: 0.25rem;}</style>")
 
 pages = [
     st.Page(common.PAGES["model"], title="Model", icon=":material/model_training:", url_path="model", default=True),
@@ -37,6 +39,9 @@ page = st.navigation(pages, position="sidebar", expanded=True)
 with st.sidebar:
     st.caption("Unlearning Lab: zero-shot class unlearning by layer-wise relevance analysis "
                "and neuronal path perturbation.")
-common.sidebar()
+common.apply_query_params()           # ?model=mnist/cnn&forget=7&strength=0.9 (once per session)
+current = common.sidebar()
 with common.inside_app():
     page.run()
+if current is not None:                 # after the page is drawn: ready what a first visit to Unlearn needs
+    common.warm_up(current.checksum, current)

@@ -1,90 +1,54 @@
-"""Unlearn: forget a class by perturbing its neuronal path, with a live strength slider."""
-from __future__ import annotations
+"""Unlearn: forget a class by perturbing its neuronal path, with a live strength slider.
 
-from dataclasses import replace
+Laid out to fit one screen (1024 x 768 and up): class, target and path settings on top, then the
+slider with forget / retain numbers, the per-class bars and an image (a test image or the person's
+own) with its prediction before and after; the sweep, erasure and export follow below.
+"""
+from __future__ import annotations
 
 import streamlit as st
 from pages import common
 
 from core import ui
-from core.ui import figures
-from core.attribution.relevance import RULES
 from core.errors import UserError
-from core.unlearning.config import UnlearnConfig, default_config
-from core.unlearning.perturb import METHODS, TARGETS
+from core.ui import unlearn_figures as uf
+from core.ui.erasure import erase_and_relabel
+from core.ui.own_image import IMAGE_TYPES, from_drawing, from_upload, top_predictions
+from core.unlearning.perturb import METHODS
 
 
 common.ensure_navigation()
 
-METHOD_LABELS = {"zero": "zero (scale weights by 1 - strength)", "gaussian": "Gaussian noise (GN)",
-                 "laplace": "Laplace noise (LN)"}
-H_MODES = {"share": "share of layer", "auto": "auto (coverage)", "calibrate": "calibrated"}
+METHOD_LABELS = {"zero": "zero", "gaussian": "Gaussian noise", "laplace": "Laplace noise"}
+METHOD_CAPTIONS = {"zero": "scales the path's weights by 1 - strength",
+                   "gaussian": "adds noise: wrecks the other classes too (the lesson)",
+                   "laplace": "heavier-tailed noise: wrecks the other classes too"}
 TARGET_LABELS = {"auto": "auto: outgoing first, all where needed", "in": "incoming weights",
                  "out": "outgoing weight to the class", "both": "both"}
-TARGET_OPTIONS = ("auto",) + TARGETS
 
 st.title("Unlearn a class")
-st.caption("Zero-shot unlearning: the path of the class to forget is found by LRP on a few held-out images "
-           "(the analysis pool), then the weights around its units are perturbed. No training step, no training "
-           "data. Every accuracy below is measured on the evaluation set, held-out images disjoint from the pool. "
-           "The loaded model is never changed: each setting makes a new copy.")
+st.caption("Zero-shot: LRP on held-out pool images finds the class's path, its weights are perturbed; no training "
+           "data. Accuracies: the evaluation set, disjoint from the pool.")
 
 lm = common.current_model()
+common.warm_up(lm.checksum, lm)
 pool, eval_set = common.heldout(lm.dataset, common.data_dir())
-base = default_config()
-layers_all = ui.analysable_layers(lm.model, lm.card)
-default_layers = [layer for layer in (base.layers or [layers_all[-1]]) if layer in layers_all] or layers_all[-1:]
 
-
-def share(value, width: int) -> float:
-    """A K/H setting as a percentage of the layer width (for the sliders)."""
-    return round(100 * (value if isinstance(value, float) and value < 1 else value / width), 1)
-
-
-widths = {row["layer"]: row["output shape"] for row in ui.layer_rows(lm.model, lm.card)}
-first_width = int(widths.get(default_layers[0], "512").split(" x ")[0])
-
-c1, c2, c3 = st.columns(3)
-cls = common.class_selectbox("Forget class", lm, key="unl_class", container=c1,
-                             help="The class the model should no longer recognise.")
-target = c2.selectbox("Weights to perturb", TARGET_OPTIONS,
-                      index=TARGET_OPTIONS.index(base.target if base.target in TARGET_OPTIONS else "both"),
-                      key="unl_target",
-                      format_func=TARGET_LABELS.get,
-                      help="incoming: the rows producing the selected units; outgoing: their weight to the forget "
-                           "class (to every class in a hidden layer); both: the two together; auto (the library's "
-                           "default, with a calibrated H): outgoing when that forgets the pool's validation images, "
-                           "else both.")
-selection = c3.selectbox("Unit selection", ["contrast", "frequency"],
-                         index=["contrast", "frequency"].index(base.selection), key="unl_selection",
-                         help="frequency: the authors' top-K counting; contrast: units relevant for this class but "
-                              "not for the others (this project's default).")
-with st.expander("Path settings: layers, K, H, LRP rule", expanded=False):
-    e1, e2, e3, e4 = st.columns(4)
-    layers = e1.multiselect("Layers", layers_all, default=default_layers, key="unl_layers",
-                            help="The authors analyse only the classifier's input (the last one).")
-    k_pct = e2.slider("K: top units per image (% of layer)", 1.0, 50.0, min(50.0, share(base.k, first_width)), 0.5,
-                      key="unl_k")
-    modes = ["share"] + (["auto"] if selection == "contrast" else []) + \
-        (["calibrate"] if "validation_fraction" in UnlearnConfig.__dataclass_fields__ else [])
-    h_mode = e3.selectbox("H: how many units to perturb", modes, key=f"unl_h_mode_{selection}",
-                          index=modes.index(base.h) if isinstance(base.h, str) and base.h in modes else 0,
-                          format_func=H_MODES.get,
-                          help="share of layer: the slider below. auto: the fewest units covering half of the "
-                               "contrast score. calibrated: the smallest share that forgets the class on a "
-                               "validation part of the analysis pool while the other classes keep their accuracy.")
-    h_pct = e3.slider("H: share of each layer (%)", 1.0, 90.0,
-                      min(90.0, share(base.h, first_width)) if not isinstance(base.h, str) else 30.0, 0.5,
-                      key="unl_h", disabled=h_mode != "share")
-    rule = e4.selectbox("LRP rule", RULES, index=RULES.index(base.rule), key="unl_rule")
-
-if not layers:
+c1, c2, c3 = st.columns([3, 4, 5])
+cls = common.forget_class_box(lm, "Forget class", c1, help="The class the model should no longer recognise.")
+target = common.shared(c2.selectbox, "Weights to perturb", "target", "auto", options=list(TARGET_LABELS),
+                       format_func=TARGET_LABELS.get,
+                       help="incoming: the rows producing the selected units; outgoing: their weight to the forget "
+                            "class; both: the two together; auto (the library's default, with a calibrated H): "
+                            "outgoing when that forgets the pool's validation images, else both.")
+with c3.expander("Path settings (shared with Neuron paths)", expanded=False):
+    config = common.path_settings(lm)
+if config is None:
     st.info("Pick at least one layer in the path settings.")
     st.stop()
+config = common.with_target(config, target)
 
 try:
-    config = common.selection_config(replace(base, k=k_pct / 100, h=h_pct / 100 if h_mode == "share" else h_mode,
-                                             layers=tuple(layers), rule=rule, selection=selection, target=target))
     config_key = repr(config)
     result, explorer = common.unlearned(lm.checksum, lm, cls, config_key, config)
 except UserError as exc:
@@ -92,105 +56,181 @@ except UserError as exc:
 explorer_key = f"{lm.checksum}|{cls}|{config_key}"
 before = common.before_evaluation(lm, cls)
 units = {layer: len(sel.units) for layer, sel in result.path.selections.items()}
-st.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
-           f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
-           + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
-           + f"; weights perturbed: {TARGET_LABELS[result.config.perturbation.target]}. " + common.reuse_sentence(explorer.reuse) + " "
-           "The library's default also erases the class direction from the layers before the classifier and "
-           "relabels the class's images to their second choice: the slider shows the path perturbation alone, "
-           "the button further down adds those steps.")
-
 forget_positions = (eval_set.labels == cls).nonzero(as_tuple=True)[0].tolist()
+
+
+def own_image_panel(variant, strength: float, method: str) -> None:
+    """Draw a digit or upload an image: its top-3 prediction and relevance, before and after."""
+    from streamlit_drawable_canvas import st_canvas
+
+    d1, d2 = st.columns([1, 2])
+    with d1:
+        drawn = st_canvas(stroke_width=18, stroke_color="#ffffff", background_color="#000000", height=150, width=150,
+                          drawing_mode="freedraw", return_image_data=True, key="own_canvas")
+        upload = st.file_uploader("or upload a PNG/JPEG", type=list(IMAGE_TYPES), key="own_upload",
+                                  label_visibility="collapsed")
+    image, note, image_key = None, "", ""
+    try:
+        if upload is not None:
+            data = upload.getvalue()
+            image, note = from_upload(data, upload.name, lm.card)
+            image_key = f"upload|{upload.name}|{len(data)}|{hash(data)}"
+        elif drawn is not None and drawn.image_data is not None:
+            image = from_drawing(drawn.image_data, lm.card)
+            note, image_key = "your drawing, centred as MNIST's digits are", f"drawn|{hash(drawn.image_data.tobytes())}"
+    except UserError as exc:
+        d2.error(str(exc))
+        return
+    if image is None:
+        d2.caption("Draw a digit in the black box (white ink) or upload a photo of one: its prediction and LRP "
+                   "heatmap appear here, before and after unlearning, and follow the slider.")
+        return
+    top_before, top_after = top_predictions(lm.model, image), top_predictions(variant, image)
+    rule = config.lrp.rule
+    before_map = common.own_heatmap(lm.checksum, lm.model, image_key, image, top_before[0][0], rule)
+    after_map = common.own_heatmap(f"{explorer_key}|{strength}|{method}", variant, image_key, image,
+                                   top_after[0][0], rule)
+    pixels = ui.display_images(image[None], lm.card)[0]
+    d2.plotly_chart(uf.image_before_after(
+        pixels, before_map, after_map,
+        ["your image", f"before: {lm.classes[top_before[0][0]]}", f"after: {lm.classes[top_after[0][0]]}"],
+        title="Your image: LRP of each model's answer"), key="own_heatmaps")
+    d2.markdown(f"**Before:** {uf.top3_text(top_before, lm.classes)}  \n**After:** "
+                f"{uf.top3_text(top_after, lm.classes)}")
+    d2.caption(note + ".")
+    st.session_state["own_image_result"] = {"before": top_before, "after": top_after}
 
 
 @st.fragment
 def explore() -> None:
     """Slider, metrics and charts: a slider move reruns only this part of the page."""
-    c1, c2 = st.columns([2, 3])
-    method = c1.radio("Perturbation", METHODS, index=METHODS.index(base.method) if base.method in METHODS else 0,
-                      horizontal=True, key="unl_method", format_func=lambda m: METHOD_LABELS[m].split(" (")[0],
-                      help="zero scales the selected weights by (1 - strength); the noise methods add strength x "
-                           "N(0,1) or Laplace(0,1) noise (the authors' GN / LN baselines).")
-    strength = c2.slider("Strength", 0.0, 1.0, float(base.strength), 0.05, key="unl_strength",
-                         help="0 = the original model, 1 = the full perturbation.")
+    s1, s2 = st.columns([1, 1])
+    method = common.shared(s2.radio, "Perturbation", "method", "zero", options=list(METHODS), horizontal=True,
+                           format_func=METHOD_LABELS.get,
+                           help="zero scales the selected weights by (1 - strength); the noise methods add strength "
+                                "x N(0,1) or Laplace(0,1) noise (the authors' GN / LN baselines).")
+    s2.caption(METHOD_CAPTIONS[method].capitalize() + ("." if method == "zero" else
+               ": the authors' baseline.") + " Noise wrecks the other classes too: that is the lesson.")
+    strength = common.shared(s1.slider, "Strength", "strength", 1.0, min_value=0.0, max_value=1.0, step=0.05,
+                             help="0 = the original model, 1 = the full perturbation.")
+    common.write_query_params(lm)
     after, variant = common.perturbed(explorer_key, explorer, strength, method)
 
-    m1, m2, m3 = st.columns(3)
-    m1.metric(f"Forget accuracy (class {lm.class_label(cls)})", common.pct(after.forget_acc),
+    m1, m2, m3, m4 = st.columns([2, 2, 1, 3])
+    m1.metric(f"Forget (class {lm.class_label(cls)})", common.pct(after.forget_acc),
               delta=f"{100 * (after.forget_acc - before.forget_acc):+.1f} points", delta_color="inverse",
               help="Share of the forget class's evaluation images still recognised; lower is better.")
-    m2.metric("Retain accuracy (other classes)", common.pct(after.retain_acc),
+    m2.metric("Retain (others)", common.pct(after.retain_acc),
               delta=f"{100 * (after.retain_acc - before.retain_acc):+.1f} points",
               help="Mean per-class accuracy over the other classes; it should stay where it was.")
-    m3.metric("Units perturbed", f"{sum(units.values())}",
-              help="Selected units whose weights are perturbed, summed over layers.")
+    m3.metric("Units", f"{sum(units.values())}", help="Selected units whose weights are perturbed, summed over layers.")
+    damaged = uf.collateral(before.per_class, after.per_class, cls)
+    st.session_state["unl_collateral"] = damaged
+    if damaged:
+        m4.markdown(":red[**Collateral damage:** " + ", ".join(
+            f"class {lm.class_label(c)} lost {100 * loss:.1f} points" for c, loss in damaged.items())
+            + " (more than 2).]")
+    else:
+        m4.caption("No retain class lost more than 2 points (a class that does is marked in red in the bars).")
 
-    left, right = st.columns(2, gap="medium")
-    left.plotly_chart(figures.accuracy_before_after(lm.classes, before.per_class, after.per_class, cls),
-                      key="unl_bars")
+    left, right = st.columns([5, 6], gap="medium")
+    with left:
+        st.plotly_chart(uf.bars_before_after(lm.classes, before.per_class, after.per_class, cls,
+                                             title=None),
+                        key="unl_bars", config={"displayModeBar": False})
+    with right:
+        test_tab, own_tab = st.tabs(["Test image", "Your own image"])
+        with test_tab:
+            if forget_positions:
+                pick = int(st.session_state.get("unl_example", 1))
+                position = forget_positions[min(pick, len(forget_positions)) - 1]
+                rule = config.lrp.rule
+                before_map = common.heatmap_of(lm.checksum, lm.model, position, lm.dataset, cls, rule)
+                after_map = common.heatmap_of(f"{explorer_key}|{strength}|{method}", variant, position, lm.dataset,
+                                              cls, rule)
+                image = ui.display_images(eval_set.images[position:position + 1], lm.card)[0]
+                top_b = top_predictions(lm.model, eval_set.images[position])
+                top_a = top_predictions(variant, eval_set.images[position])
+                st.plotly_chart(uf.image_before_after(
+                    image, before_map, after_map,
+                    [f"test #{int(eval_set.indices[position])} (class {lm.classes[cls]})",
+                     f"before: predicted {lm.classes[top_b[0][0]]}", f"after: predicted {lm.classes[top_a[0][0]]}"]),
+                    key="unl_heatmaps",
+                    config={"displayModeBar": False})
+                st.session_state["unl_example_pred"] = {"before": top_b[0][0], "after": top_a[0][0]}
+                e1, e2 = st.columns([1, 2])
+                e1.number_input("Example image", 1, max(1, min(20, len(forget_positions))), 1, key="unl_example",
+                                help="One of the forget class's evaluation images.", label_visibility="collapsed")
+                e2.caption("LRP for the forget class, one colour scale. Red: evidence for it; it fades as the path "
+                           "is perturbed.")
+        with own_tab:
+            own_image_panel(variant, strength, method)
+
     curve = common.sweep(explorer_key, explorer, method)
-    right.plotly_chart(figures.strength_sweep(curve["x"], curve["forget"], curve["retain"], strength,
-                                              (after.forget_acc, after.retain_acc),
-                                              x_title=f"strength of {method} perturbation (0 = original model)",
-                                              title="Forget and retain accuracy across strengths"),
-                       key="unl_sweep")
+    w1, w2 = st.columns([5, 6], gap="medium")
+    w1.plotly_chart(uf.sweep(curve["x"], curve["forget"], curve["retain"], strength,
+                             x_title=f"{METHOD_LABELS[method]} strength (0 = original)"),
+                    key="unl_sweep", config={"displayModeBar": False})
+    w2.caption(f"Path found in {result.seconds['relevance_and_selection']:.2f} s from "
+               f"{result.path.settings['n_images']} pool images of class {lm.class_label(cls)}: "
+               + ", ".join(f"{n} of {result.path.selections[layer].width} units in {layer}" for layer, n in units.items())
+               + f"; weights perturbed: {TARGET_LABELS[result.config.perturbation.target]}. "
+               + common.reuse_sentence(explorer.reuse) + " The slider shows the path perturbation alone; the "
+               "library's default also erases the class direction and relabels (the button below).")
+    erase_section(variant, strength, method, after)
 
-    st.markdown("##### What the model sees in a forget-class image")
-    h1, h2 = st.columns([1, 4])
-    pick = h1.number_input("Example image", 1, max(1, min(20, len(forget_positions))), 1, key="unl_example",
-                           help="One of the forget class's evaluation images.")
-    if forget_positions:
-        position = forget_positions[int(pick) - 1]
-        before_map = common.heatmap_of(lm.checksum, lm.model, position, lm.dataset, cls, config.lrp.rule)
-        after_map = common.heatmap_of(f"{explorer_key}|{strength}|{method}", variant, position, lm.dataset, cls,
-                                      config.lrp.rule)
-        image = ui.display_images(eval_set.images[position:position + 1], lm.card)[0]
-        h2.plotly_chart(figures.relevance_before_after(
-            image, before_map, after_map,
-            title=f"LRP for class {lm.class_label(cls)} (test #{int(eval_set.indices[position])}), "
-                  f"before and after, same colour scale"), key="unl_heatmaps")
-        h1.caption("Red: evidence for the forget class. As the path is perturbed, that evidence fades.")
 
+def erase_section(variant, strength: float, method: str, after) -> None:
     st.markdown("##### Inside the model: erase the class direction, then relabel")
     erase_key = f"erase|{explorer_key}|{strength}|{method}"
     e1, e2 = st.columns([2, 3], gap="large")
     if e1.button("Erase the class direction and relabel", key="unl_erase",
                  help="The library default's last steps. A linear eraser (LEACE) fitted on the pool removes what "
-                      "still separates the class in the layers before the classifier, folded into their weights: "
-                      "a linear probe on the classifier's input then finds the class less easily. Then the "
-                      "classifier learns to give the class's images their second choice, as surely as it answers "
-                      "the pool images it gets wrong, as a model that never learned the class would."):
-        with st.spinner("Fitting the erasers and the relabelling on the pool and evaluating..."):
-            st.session_state[erase_key] = ui.erasure_summary(lm.model, variant, pool, eval_set, cls)
-    erasure = st.session_state.get(erase_key)
+                      "still separates the class in the layers before the classifier, folded into their weights; "
+                      "then the classifier learns to give the class's images their second choice, as a model that "
+                      "never learned the class would."):
+        with e2.status("Erasing and relabelling...", expanded=True) as status:
+            summary, models = erase_and_relabel(lm.model, variant, pool, common.eval_caches(lm.checksum, lm), cls,
+                                                step=status.write)
+            status.update(label="Erased and relabelled.", state="complete", expanded=False)
+        st.session_state[erase_key] = (summary, models)
+    done = st.session_state.get(erase_key)
+    erasure = done[0] if done else None
     if erasure:
+        names = [n for n in ("original", "perturbed", "erased", "relabelled") if n in erasure]
         st.dataframe(
             [{"model": name, "forget accuracy": common.pct(erasure[name]["forget_acc"]),
               "retain accuracy": common.pct(erasure[name]["retain_acc"]),
               "probe finds the class": common.pct(erasure[name]["probe_recall"]),
               "entropy on forget images (nats)": round(erasure[name]["forget_entropy"], 2)}
-             for name in ("original", "perturbed", "erased", "relabelled")], hide_index=True, key="unl_erase_table")
+             for name in names], hide_index=True, key="unl_erase_table")
         relabelling = erasure["relabelling"]
         e2.caption("Erased at: " + (", ".join(erasure["layers"]) or "no layer (each cost too much retain accuracy "
                                     "on the pool's validation part)") + ". Relabelling: "
                    + (f"strength {relabelling['strength']:.2f} ({relabelling['reason']})." if relabelling["strength"]
-                      else relabelling["reason"] + "."))
+                      else relabelling["reason"] + "; no relabelled model."))
     else:
         e2.caption("Cutting the path stops the class at the output; its features can still be there inside, and "
                    "the class's images get an unusually flat softmax (high entropy), which a membership attack "
-                   "notices. This runs the eraser and the relabelling on the current setting.")
+                   "notices. This runs the eraser and the relabelling on the current setting, step by step.")
+    export_section(variant, strength, method, after, done)
 
+
+def export_section(variant, strength: float, method: str, after, done) -> None:
     st.markdown("##### Membership inference and export")
+    erasure = done[0] if done else None
     report = {"forget_class": cls, "class_name": lm.classes[cls], "dataset": lm.dataset, "arch": lm.card.arch,
               "model": lm.source, "model_sha256": lm.checksum, "method": method, "strength": strength,
               "config": config.override({"perturbation.method": method, "perturbation.strength": strength}).to_dict(),
               "per_class_before": before.per_class, "per_class_after": after.per_class,
               "forget_acc_before": before.forget_acc, "forget_acc_after": after.forget_acc,
               "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
+              "collateral": {str(c): loss for c, loss in uf.collateral(before.per_class, after.per_class, cls).items()},
               "selected_units": result.path.units, "seconds_path": result.seconds["relevance_and_selection"],
               "analysis_images": result.path.settings["n_images"], "eval_size": len(eval_set)}
     if erasure:
-        report["erasure"] = erasure
+        report["erasure"] = {k: ({a: b for a, b in v.items() if a != "per_class"} if isinstance(v, dict) and
+                                 "forget_acc" in v else v) for k, v in erasure.items()}
     st.session_state["unlearn_report"] = report          # what the charts show (read by the tests)
     mia_key = f"mia|{explorer_key}|{strength}|{method}"
     x1, x2 = st.columns([2, 3], gap="large")
@@ -215,24 +255,28 @@ def explore() -> None:
             st.caption("Not run for this setting yet. A model that has truly forgotten treats the class's training "
                        "images like unseen ones: the share drops.")
     with x2:
-        stem = f"{lm.dataset}-{lm.card.arch}-forget{cls}-{method}-{strength:.2f}"
-
         fmt = ui.model_file_format(lm)
+        downloads = [("perturbed", variant)] + ([(name, done[1][name]) for name in ("erased", "relabelled")
+                                                 if name in done[1]] if done else [])
+        for name, model in downloads:
+            stem = f"{lm.dataset}-{lm.card.arch}-forget{cls}-{method}-{strength:.2f}" + \
+                   ("" if name == "perturbed" else f"-{name}")
 
-        def export():
-            return ui.export_unlearned(variant, lm.card, cls, report["config"], report, lm.source, fmt)
+            def export(model=model):
+                return ui.export_unlearned(model, lm.card, cls, report["config"], report, lm.source, fmt)
 
-        d1, d2, d3 = st.columns(3)
-        d1.download_button("Model" if fmt != "safetensors" else "Checkpoint", data=lambda: export()[0],
-                           file_name=f"{stem}.{fmt}", mime="application/octet-stream", key="unl_dl_weights",
-                           icon=":material/download:",
-                           help="The unlearned model in the format it came in (safetensors with the model card in its "
-                                "metadata; an ONNX or .pt2 model as the same kind of file, its card beside it).")
-        d2.download_button("Model card", data=lambda: export()[1], file_name=f"{stem}.json", mime="application/json",
-                           key="unl_dl_card", icon=":material/description:")
-        d3.download_button("Report", data=lambda: export()[2], file_name=f"{stem}-report.json",
-                           mime="application/json", key="unl_dl_report", icon=":material/summarize:")
-        st.caption("Downloads the model for the current slider setting; the loaded model stays as it is.")
+            d0, d1, d2, d3 = st.columns([3, 2, 2, 2])
+            d0.markdown(f"**{name.capitalize()}** model")
+            d1.download_button("Model" if fmt != "safetensors" else "Weights", data=lambda e=export: e()[0],
+                               file_name=f"{stem}.{fmt}", mime="application/octet-stream", key=f"unl_dl_weights_{name}",
+                               icon=":material/download:",
+                               help="The model in the format the original came in (safetensors with the model card in "
+                                    "its metadata; an ONNX or .pt2 model as the same kind of file).")
+            d2.download_button("Card", data=lambda e=export: e()[1], file_name=f"{stem}.json",
+                               mime="application/json", key=f"unl_dl_card_{name}", icon=":material/description:")
+            d3.download_button("Report", data=lambda e=export: e()[2], file_name=f"{stem}-report.json",
+                               mime="application/json", key=f"unl_dl_report_{name}", icon=":material/summarize:")
+        st.caption("Downloads the models for the current slider setting; the loaded model stays as it is.")
 
 
 explore()

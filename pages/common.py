@@ -58,6 +58,18 @@ def ensure_navigation(entry: bool = False) -> None:
     st.stop()
 
 
+@st.cache_resource(show_spinner=False)
+def favicon():
+    """The tab icon, drawn locally: a white ring on the project's orange."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, 63, 63), radius=14, fill="#d9480f")
+    draw.ellipse((14, 14, 49, 49), outline="white", width=7)
+    return image
+
+
 def data_dir() -> str | None:
     return os.environ.get("UNLEARN_DATA_DIR") or None
 
@@ -80,13 +92,14 @@ def session_models() -> dict[str, ui.LoadedModel]:
 
 def current_model() -> ui.LoadedModel:
     """The model every page works on: the user's choice, else the shipped digits CNN."""
-    key = st.session_state.get("model_key", ui.DEFAULT_MODEL)
+    entries = {e.key: e for e in zoo(data_dir())}
+    default = ui.default_model_key(list(entries.values()))
+    key = st.session_state.get("model_key", default)
     if key in session_models():
         return session_models()[key]
-    entries = {e.key: e for e in zoo(data_dir())}
     entry = entries.get(key)
     if entry is None or not entry.available:
-        key = ui.DEFAULT_MODEL
+        key = default
         entry = entries[key]
     st.session_state["model_key"] = key
     return shipped_model(str(entry.path))
@@ -108,16 +121,45 @@ def test_accuracy(model_id: str, _lm: ui.LoadedModel) -> dict:
     return ui.test_evaluation(_lm.model, _lm.dataset, data_dir()).to_dict()
 
 
-@st.cache_data(show_spinner="Evaluating the original model...", max_entries=32)
-def _eval_logits(model_id: str, _lm: ui.LoadedModel) -> np.ndarray:
-    _, eval_set = heldout(_lm.dataset, data_dir())
-    return ui.eval_logits(_lm.model, eval_set).numpy()
-
-
 def before_evaluation(lm: ui.LoadedModel, forget_class: int) -> Evaluation:
-    """The original model on the evaluation set, split on ``forget_class``."""
+    """The original model on the evaluation set, split on ``forget_class`` (from the shared caches)."""
     _, eval_set = heldout(lm.dataset, data_dir())
-    return ui.evaluation_from_logits(_eval_logits(lm.checksum, lm), eval_set, forget_class)
+    return ui.evaluation_from_logits(_original_logits(lm.checksum, lm), eval_set, forget_class)
+
+
+@st.cache_data(show_spinner="Evaluating the original model...", max_entries=32)
+def _original_logits(model_id: str, _lm: ui.LoadedModel) -> np.ndarray:
+    return eval_caches(model_id, _lm).original_logits().numpy()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def eval_caches(model_id: str, _lm: ui.LoadedModel) -> ui.EvalCaches:
+    """The evaluation set's activations under the model, shared by every class and setting."""
+    _, eval_set = heldout(_lm.dataset, data_dir())
+    return ui.EvalCaches(_lm.model, eval_set)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def analyzer(model_id: str, _lm: ui.LoadedModel, rule: str) -> ui.MemoAnalyzer:
+    """One remembering LRP analyzer per model and rule: a K or H step re-selects from stored relevance."""
+    return ui.MemoAnalyzer(_lm.model, rule)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def warm_up(model_id: str, _lm: ui.LoadedModel) -> threading.Thread:
+    """Build, in the background, what a first visit to Unlearn needs for this model (the evaluation
+    set's activations before the default layer, at the classifier and before the erasure's layers)."""
+    def work():
+        try:
+            layers = ui.analysable_layers(_lm.model, _lm.card)[-1:]
+            caches = eval_caches(model_id, _lm)
+            caches.warm(layers)
+            caches.warm_erasure()
+        except Exception:                 # noqa: BLE001 - a warm-up only saves time; the page computes on demand
+            pass
+    thread = threading.Thread(target=work, name=f"warm-{model_id[:8]}", daemon=True)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------- relevance and paths
@@ -127,40 +169,39 @@ def class_relevance(model_id: str, _lm: ui.LoadedModel, cls: int, rule: str, lay
     return ui.class_relevance(_lm.model, _lm.card, pool, cls, rule, list(layers))
 
 
-@st.cache_resource(show_spinner="Finding the neuronal path (LRP on 36 pool images)...", max_entries=32)
-def neuron_path(model_id: str, _lm: ui.LoadedModel, cls: int, layers: tuple[str, ...], k: float, h: float,
-                selection: str, rule: str, edge_units: int):
-    from core.attribution.paths import find_path
-    from core.attribution.relevance import RelevanceAnalyzer
+@st.cache_resource(show_spinner="Measuring the relevance flowing between the drawn units...", max_entries=32)
+def path_edges(model_id: str, _lm: ui.LoadedModel, cls: int, config_key: str, _path, edge_units: int) -> list[dict]:
+    from core.attribution.paths import path_edges as edges
 
     pool, _ = heldout(_lm.dataset, data_dir())
-    analyzer = RelevanceAnalyzer(_lm.model, rule)        # private: hooks never cross sessions
-    return find_path(analyzer, pool, cls, list(layers), k, h, selection, edge_units=edge_units)
+    if len(_path.selections) < 2:
+        return []
+    forget = pool.forget_images(cls, _path.settings["n_images"], _path.settings["seed"])
+    return edges(analyzer(model_id, _lm, _path.settings["rule"]), forget.images, _path, edge_units)
 
 
 @st.cache_resource(show_spinner="Finding every class's path for the overlap...", max_entries=16)
-def all_paths(model_id: str, _lm: ui.LoadedModel, layers: tuple[str, ...], k: float, h: float, selection: str,
-              rule: str) -> dict:
-    from core.attribution.paths import find_path
-    from core.attribution.relevance import RelevanceAnalyzer
+def all_paths(model_id: str, _lm: ui.LoadedModel, config_key: str, _config) -> dict:
+    return {c: unlearned(model_id, _lm, c, config_key, _config)[0].path for c in range(len(_lm.classes))}
 
+
+@st.cache_data(show_spinner="Finding the unit's top-activating pool images...", max_entries=64)
+def unit_detail(model_id: str, _lm: ui.LoadedModel, layer: str, unit: int, cls: int, rule: str) -> dict:
     pool, _ = heldout(_lm.dataset, data_dir())
-    analyzer = RelevanceAnalyzer(_lm.model, rule)
-    return {c: find_path(analyzer, pool, c, list(layers), k, h, selection) for c in range(len(_lm.classes))}
+    return ui.unit_detail(_lm.model, _lm.card, pool, layer, unit, rule)
 
 
 # ----------------------------------------------------------------------------- unlearning
-@st.cache_resource(show_spinner="Selecting the path to perturb (LRP on the analysis pool)...", max_entries=32)
+@st.cache_resource(show_spinner="Selecting the path to perturb (LRP on the analysis pool)...", max_entries=256)
 def unlearned(model_id: str, _lm: ui.LoadedModel, cls: int, config_key: str, _config):
     """(UnlearnResult, PerturbationExplorer) for one model, class and selection setting; ``config_key``
-    is ``repr(config)`` of the frozen config (method and strength fixed, they vary on the slider)."""
-    from core.unlearning.explorer import PerturbationExplorer
+    is ``repr(config)`` of the frozen config (method and strength fixed, they vary on the slider).
+    The relevance and the evaluation set's activations are shared by every setting (:mod:`core.ui.speed`)."""
     from core.unlearning.pipeline import unlearn
 
-    pool, eval_set = heldout(_lm.dataset, data_dir())
-    result = unlearn(_lm.model, pool, cls, _config)
-    explorer = PerturbationExplorer(_lm.model, result.path, eval_set, result.config.perturbation)
-    return result, explorer
+    pool, _ = heldout(_lm.dataset, data_dir())
+    result = unlearn(_lm.model, pool, cls, _config, analyzer=analyzer(model_id, _lm, _config.lrp.rule))
+    return result, ui.explorer_from(eval_caches(model_id, _lm), result.path, result.config.perturbation)
 
 
 def selection_config(config):
@@ -184,6 +225,12 @@ def sweep(explorer_key: str, _explorer, method: str, points: int = 11) -> dict:
         forget.append(evaluation.forget_acc)
         retain.append(evaluation.retain_acc)
     return {"x": xs, "forget": forget, "retain": retain}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def own_heatmap(variant_key: str, _model, image_key: str, _image, target: int, rule: str = "epsilon") -> np.ndarray:
+    """Input relevance for class ``target`` of the person's own image under a given model."""
+    return ui.image_relevance(_model, _image, target, rule)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -245,3 +292,124 @@ def sidebar() -> ui.LoadedModel | None:
                    "(datasets already in the local cache work too).")
         st.page_link(PAGES["model"], label="Change model", icon=":material/swap_horiz:")
     return lm
+
+
+# ----------------------------------------------------------------------------- shared path settings and the URL
+# One selection for the Neuron paths and Unlearn pages: the values live under "cfg_*" keys (kept when
+# the other page is shown) and each widget ("w_cfg_*") is seeded from them, so a change on either page
+# is the other page's setting too. The URL carries them (core/ui/share.py).
+H_LABELS = {"share": "share of layer", "auto": "auto (coverage)", "calibrate": "calibrated (library default)"}
+
+
+def _seeded(name: str, default):
+    """The widget key for shared setting ``name``, its value seeded from the kept one (or ``default``)."""
+    key = f"w_cfg_{name}"
+    # Always from the kept value: the other page's widget of the same key is another widget to Streamlit.
+    st.session_state[key] = st.session_state.get(f"cfg_{name}", st.session_state.get(key, default))
+    return key
+
+
+def _keep(name: str) -> None:
+    st.session_state[f"cfg_{name}"] = st.session_state[f"w_cfg_{name}"]
+
+
+def shared(widget, label: str, name: str, default, **kwargs):
+    """``widget`` (e.g. ``st.selectbox``) bound to shared setting ``name``."""
+    if "options" in kwargs:
+        chosen = st.session_state.get(f"cfg_{name}", default)
+        if not set(chosen if isinstance(chosen, (list, tuple)) else [chosen]) <= set(kwargs["options"]):
+            st.session_state[f"cfg_{name}"] = default        # e.g. a layer or class the new model lacks
+    value = widget(label, key=_seeded(name, default), on_change=_keep, args=(name,), **kwargs)
+    st.session_state[f"cfg_{name}"] = value
+    return value
+
+
+def apply_query_params() -> None:
+    """Once per session: settings from the URL (``?model=mnist/cnn&forget=7&strength=0.9``)."""
+    from core.attribution.relevance import RULES
+
+    if st.session_state.get("_url_read"):
+        return
+    st.session_state["_url_read"] = True
+    params = ui.read_params(dict(st.query_params), [e.key for e in zoo(data_dir()) if e.available], RULES)
+    if "model" in params:
+        st.session_state["model_key"] = params.pop("model")
+    for name, value in params.items():
+        st.session_state[f"cfg_{name}"] = value
+        st.session_state.pop(f"w_cfg_{name}", None)
+
+
+def write_query_params(lm: ui.LoadedModel, **values) -> None:
+    """The page's current settings into its URL (only what differs from the URL already)."""
+    settings = {"model": lm.key, **{n: st.session_state.get(f"cfg_{n}") for n in
+                                    ("forget", "method", "target", "strength", "k", "h_mode", "selection", "rule")},
+                **values}
+    if settings.get("h_mode") == "share":
+        settings["h"] = st.session_state.get("cfg_h")
+    wanted = ui.write_params(settings)
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def forget_class_box(lm: ui.LoadedModel, label: str, container=st, help: str | None = None) -> int:
+    n = len(lm.classes)
+    if st.session_state.get("cfg_forget") is not None and st.session_state["cfg_forget"] >= n:
+        st.session_state.pop("cfg_forget")
+        st.session_state.pop("w_cfg_forget", None)
+    return shared(container.selectbox, label, "forget", min(3, n - 1), options=list(range(n)),
+                  format_func=lm.class_label, help=help)
+
+
+def path_settings(lm: ui.LoadedModel, container=st):
+    """The shared path settings (layers, selection, K, H, LRP rule) as widgets; returns the frozen
+    selection config both pages use (method and strength at their base values)."""
+    from dataclasses import replace
+
+    from core.attribution.relevance import RULES
+    from core.unlearning.config import default_config
+
+    base = default_config()
+    layers_all = ui.analysable_layers(lm.model, lm.card)
+    default_layers = [layer for layer in (base.selection.layers or layers_all[-1:]) if layer in layers_all]
+    c1, c2, c3, c4, c5 = container.columns([3, 2, 2, 2, 2])
+    if any(layer not in layers_all for layer in st.session_state.get("cfg_layers") or []):
+        st.session_state.pop("cfg_layers")
+        st.session_state.pop("w_cfg_layers", None)
+    layers = shared(c1.multiselect, "Layers (input side first)", "layers", default_layers, options=layers_all,
+                    help="The library analyses the classifier's input (the last one), as the authors do.")
+    selection = shared(c2.selectbox, "Unit selection", "selection", base.selection.method,
+                       options=["contrast", "frequency"],
+                       help="contrast: units relevant for this class but not for the others (the library's "
+                            "default). frequency: the authors' top-K counting.")
+    k_pct = shared(c3.slider, "K: top units per image (%)", "k", round(100 * base.selection.k * 2) / 2,
+                   min_value=1.0, max_value=50.0, step=0.5, help="Per image, the units kept by relevance (frequency "
+                                                                  "selection; contrast ranks with it too).")
+    modes = ["calibrate", "share"] + (["auto"] if selection == "contrast" else [])
+    h_mode = shared(c4.selectbox, "H: units to perturb", "h_mode", "calibrate", options=modes,
+                    format_func=H_LABELS.get,
+                    help="calibrated: the smallest share that forgets the class on a validation part of the pool "
+                         "while the other classes keep their accuracy. share: the slider below. auto: the "
+                         "fewest units covering half of the contrast score.")
+    h_pct = shared(c4.slider, "H: share of each layer (%)", "h", 30.0, min_value=1.0, max_value=90.0, step=0.5,
+                   disabled=h_mode != "share")
+    rule = shared(c5.selectbox, "LRP rule", "rule", base.lrp.rule, options=list(RULES))
+    if not layers:
+        return None
+    changes = {"selection.layers": tuple(layers), "selection.method": selection, "selection.k": k_pct / 100,
+               "lrp.rule": rule, "perturbation.method": "zero", "perturbation.strength": 1.0,
+               "erasure": None, "relabel": None}
+    if h_mode == "calibrate":
+        config = base.override({**changes, "selection.h": None})
+    else:
+        h = h_pct / 100 if h_mode == "share" else "auto"
+        config = replace(base, calibration=None, selection=replace(base.selection, h=h)).override(changes)
+    return config
+
+
+def with_target(config, target: str):
+    """The selection config with the page's weights to perturb: "auto" keeps the calibration's order of
+    targets (outgoing first, both where needed); without calibration it is "both"."""
+    if config.calibration is not None:
+        targets = config.calibration.targets if target == "auto" else (target,)
+        return config.override({"calibration.targets": targets, "perturbation.target": targets[0]})
+    return config.override({"perturbation.target": "both" if target == "auto" else target})

@@ -1,4 +1,4 @@
-"""Nothing silently wrong, nothing lost (issue 13): model cards checked where they enter, strict
+"""Nothing silently wrong, nothing lost: model cards checked where they enter, strict
 JSON, caches keyed by their sources' content, output paths checked before any work, atomic
 checkpoints with the umask's mode, and analysis pools that must come from held-out test data.
 

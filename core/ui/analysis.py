@@ -142,3 +142,23 @@ def path_overlap(paths: dict[int, NeuronPath], forget_class: int) -> tuple[list[
     matrix = np.array([[jaccard(base.selections[layer].units, paths[c].selections[layer].units) for c in classes]
                        for layer in layers])
     return layers, classes, matrix
+
+
+def unit_detail(model: nn.Module, card: ModelCard, pool: AnalysisPool, layer: str, unit: int, rule: str = "epsilon",
+                top: int = 8) -> dict:
+    """What a unit detects: the ``top`` pool images (of the whole pool) on which ``layer``'s unit
+    (a channel's activation summed over positions) is largest, and the mean LRP heatmap of those
+    images for their predicted class. Returns images (N,H,W,C), activations, labels, mean_map, pool_size."""
+    from core.models.graph import graph_of
+
+    graph = graph_of(model, tuple(card.input_shape))
+    node = graph.tensor(layer)
+    (acts,) = graph.run_probe(model, pool.images, [node.name])
+    acts = acts.flatten(2).sum(2) if acts.dim() > 2 else acts
+    if not 0 <= unit < acts.shape[1]:
+        raise UserError(f"{layer} has {acts.shape[1]} units; unit {unit} is not one of them.")
+    values, order = acts[:, unit].float().topk(min(top, len(acts)))
+    images = pool.images[order]
+    heatmaps = RelevanceAnalyzer(model, rule).relevance(images, target="pred").heatmaps.numpy()
+    return {"images": display_images(images, card), "activations": values.tolist(),
+            "labels": pool.labels[order].tolist(), "mean_map": heatmaps.mean(0), "pool_size": len(pool)}

@@ -31,6 +31,7 @@ UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".onnx", ".pt2")
 UPLOAD_EXTRAS = (".json", ".data")               # a model card, an ONNX file's external weights
 TRAINABLE_ARCHS = ("cnn", "mlp", "allcnn")      # small enough to train on a CPU from the page
 DEFAULT_MODEL = "shipped:digits/cnn"             # works offline, no files beyond the repository
+PREFERRED_MODEL = "shipped:mnist/cnn"            # the default wherever MNIST's data is present
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ def model_zoo(data_dir: str | None = None) -> list[ZooEntry]:
         ok, reason = dataset_available(card.dataset, data_dir)
         entries.append(ZooEntry(f"shipped:{path.parent.name}/{path.stem}", path, card, ok, reason))
     return entries
+
+
+def default_model_key(entries: list[ZooEntry]) -> str:
+    """MNIST's cnn where its data is present (``UNLEARN_DATA_DIR``), else the bundled digits model."""
+    available = {e.key for e in entries if e.available}
+    return PREFERRED_MODEL if PREFERRED_MODEL in available else DEFAULT_MODEL
 
 
 def load_shipped(path: str | Path, device: str = "auto") -> LoadedModel:
@@ -229,6 +236,13 @@ def analysable_layers(model: nn.Module, card: ModelCard) -> list[str]:
     from core.models.graph import graph_of
 
     return graph_of(model, tuple(card.input_shape)).analysable_layers()
+
+
+def model_graph(model: nn.Module, card: ModelCard):
+    """The model's traced graph (:class:`core.models.graph.ModelGraph`) for its card's input."""
+    from core.models.graph import graph_of
+
+    return graph_of(model, tuple(card.input_shape))
 
 
 def unit_word(model: nn.Module, card: ModelCard, layer: str) -> str:

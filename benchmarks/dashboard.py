@@ -1,0 +1,209 @@
+"""How fast the dashboard answers, in Chromium, on MNIST cnn: the figures of BENCHMARKS.md's
+"Dashboard response times".
+
+Starts ``streamlit run app.py`` (MNIST from ``--data-dir``), drives Debian's Chromium headless with
+Playwright (never a downloaded browser) and times, from the action to the page being idle again
+(the script run finished and the new numbers drawn):
+
+* cold start     - launching the server to a usable Model page (its zoo and card drawn);
+* switch model   - "Use this model" on mnist / cnn, starting from digits / cnn;
+* first visit    - opening /unlearn for a class never shown (the path found, the metrics drawn):
+  right after the model's load, for a second class from the selectbox, and for a third by a link
+  (``/unlearn?model=mnist/cnn&forget=7&strength=0.9``, a new session);
+* widget steps   - one step of the strength slider, of K, of H (share mode), a change of target;
+* erase          - "Erase the class direction and relabel" until its table is drawn;
+* requests       - any request to a host other than the local server (there must be none).
+
+Usage: ``python -m benchmarks.dashboard [--data-dir ../shared/data] [--repeats 3] [--shots DIR]``
+(``--shots``: also save screenshots of the Unlearn page at 1280x800 and 1024x768 there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+IDLE = ("() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
+        " const s = a && a.getAttribute('data-test-script-state');"
+        " return s && s !== 'running' && s !== 'initial'; }")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: str | None, port: int) -> tuple[subprocess.Popen, float]:
+    """The server process and the seconds until its health check answered."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if data_dir:
+        env["UNLEARN_DATA_DIR"] = str(Path(data_dir).resolve())
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.fileWatcherType", "none",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
+                return proc, time.perf_counter() - start
+        except OSError:
+            if proc.poll() is not None or time.perf_counter() - start > 120:
+                raise RuntimeError("streamlit did not start")
+            time.sleep(0.05)
+
+
+def idle(page, settle: float = 0.15) -> None:
+    """Until the script run (or fragment) has finished: polled every 20 ms."""
+    time.sleep(settle)
+    page.wait_for_function(IDLE, polling=20, timeout=300_000)
+
+
+def timed(page, action) -> float:
+    start = time.perf_counter()
+    action()
+    idle(page)
+    return time.perf_counter() - start - 0.15
+
+
+def slider_step(page, label: str, key: str = "ArrowRight") -> float:
+    thumb = page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
+    thumb.focus()
+    return timed(page, lambda: thumb.press(key))
+
+
+def choose(page, label: str, option: str) -> float:
+    def act():
+        page.get_by_test_id("stSelectbox").filter(has_text=label).get_by_role("combobox").click()
+        page.get_by_role("option", name=option, exact=True).click()
+    return timed(page, act)
+
+
+def open_settings(page) -> None:
+    page.get_by_text("Path settings (shared").click()
+    time.sleep(0.4)
+
+
+def unlearn_ready(page) -> None:
+    page.get_by_role("heading", name="Unlearn a class", exact=True).wait_for(timeout=300_000)
+    page.get_by_test_id("stMetric").first.wait_for(timeout=300_000)
+    page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=300_000)
+    idle(page)
+
+
+class Figures(dict):
+    """The figures, printed as they come (a long run under load still tells what it measured)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if isinstance(value, float):
+            print(f"{key}: {value:.2f}", flush=True)
+
+
+def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    outside: list[str] = []
+    out = Figures()
+    proc, health = start_server(data_dir, port)
+    t0 = time.perf_counter() - health
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            context.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname not in
+                       ("127.0.0.1", "localhost", None) and not r.url.startswith("data:") else None)
+            page = context.new_page()
+            page.set_default_timeout(300_000)
+            page.goto(f"{url}/model")
+            page.get_by_role("heading", name="Model zoo").wait_for()
+            page.get_by_test_id("stPlotlyChart").first.wait_for()
+            idle(page)
+            out["cold_start_s"] = time.perf_counter() - t0
+            out["server_up_s"] = health
+
+            page.goto(f"{url}/unlearn?forget=3")
+            start = time.perf_counter()
+            unlearn_ready(page)
+            out["first_visit_after_load_s"] = time.perf_counter() - start
+            out["first_visit_other_class_s"] = choose(page, "Forget class", "8")
+            out["strength_step_s"] = statistics.median(slider_step(page, "Strength", "ArrowLeft")
+                                                       for _ in range(repeats))
+            open_settings(page)
+            out["k_step_s"] = statistics.median(slider_step(page, "K: top units") for _ in range(repeats))
+            choose(page, "H: units to perturb", "share of layer")
+            out["h_step_s"] = statistics.median(slider_step(page, "H: share of each layer") for _ in range(repeats))
+            out["target_change_s"] = choose(page, "Weights to perturb", "outgoing weight to the class")
+            start = time.perf_counter()
+            page.goto(f"{url}/unlearn?model=mnist/cnn&forget=7&strength=0.9")
+            unlearn_ready(page)
+            out["first_visit_by_link_s"] = time.perf_counter() - start
+            if shots:
+                shots.mkdir(parents=True, exist_ok=True)
+                for w, h in ((1280, 800), (1024, 768)):
+                    page.set_viewport_size({"width": w, "height": h})
+                    page.evaluate("document.querySelector('[data-testid=\\'stMain\\']').scrollTo(0, 0)")
+                    page.mouse.move(w - 5, h - 5)
+                    time.sleep(1.5)
+                    page.screenshot(path=str(shots / f"unlearn-{w}x{h}.png"))
+
+            button = page.get_by_role("button", name="Erase the class direction and relabel")
+            start = time.perf_counter()
+            button.click()
+            page.get_by_test_id("stDataFrame").wait_for()
+            idle(page)
+            out["erase_and_relabel_s"] = time.perf_counter() - start
+            fresh = browser.new_context(viewport={"width": 1280, "height": 800})   # a session still on digits
+            pg = fresh.new_page()
+            pg.set_default_timeout(300_000)
+            pg.goto(f"{url}/model?model=digits/cnn")
+            pg.get_by_role("heading", name="Model zoo").wait_for()
+            idle(pg)
+            time.sleep(3)
+            inert = pg.evaluate("Array.from(document.querySelectorAll('[inert]')).map(e => e.tagName + ' ' + "
+                                "(e.getAttribute('data-testid') || '') + ' ' + e.className.toString().slice(0, 40))")
+            print("inert:", inert, flush=True)
+            buttons = pg.get_by_role("button", name="Use this model")
+            print("buttons:", buttons.count(), [buttons.nth(i).is_enabled() for i in range(buttons.count())], flush=True)
+            start = time.perf_counter()
+            card = pg.get_by_test_id("stVerticalBlock").filter(has_text="mnist / cnn").filter(
+                has=pg.get_by_role("button", name="Use this model"))
+            card.last.get_by_role("button", name="Use this model").click(timeout=60_000, force=True)
+            pg.get_by_text("Now using mnist / cnn").wait_for()
+            idle(pg)
+            out["switch_to_mnist_cnn_s"] = time.perf_counter() - start
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out["outside_requests"] = sorted(set(outside))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shots", type=Path, default=None)
+    args = parser.parse_args()
+    result = run(args.data_dir, args.repeats, args.shots)
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
