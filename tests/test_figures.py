@@ -90,21 +90,28 @@ def _path() -> NeuronPath:
     return NeuronPath(3, {"a": sel_a, "b": sel_b}, edges)
 
 
-def test_neuron_path_graph_nodes_edges_and_hover():
-    fig = F.neuron_path(_path(), max_units=2)
-    nodes = [t for t in fig.data if t.mode == "markers+text"][0]
+def test_path_graph_nodes_edges_outputs_and_fading():
+    """The path the Unlearn page perturbs: units per layer (size by frequency, colour by relevance),
+    relevance flows between layers (tiny and undrawn-unit edges skipped), edges into the output
+    classes from the last layer's weights, everything fading as the strength rises."""
+    from core.ui.unlearn_figures import path_graph
+
+    path = _path()
+    weights = {"b": np.zeros((10, 64))}
+    weights["b"][3, 7], weights["b"][4, 9] = 2.0, -1.0
+    fig = path_graph(path, [str(c) for c in range(10)], strength=0.0, max_units=2, edges=path.edges,
+                     out_weights=weights)
+    nodes = [t for t in fig.data if t.name == "units"][0]
     assert list(nodes.x) == [0, 0, 1, 1] and list(nodes.text) == ["5", "1", "7", "9"]
-    assert nodes.marker.size[0] > nodes.marker.size[1]                       # size by frequency
-    assert nodes.marker.color[0] == 1.0 and nodes.marker.cmid == 0           # colour by relevance (÷ layer max)
-    assert "layer a" in nodes.hovertext[0] and "unit 5" in nodes.hovertext[0]
-    assert "relevance" in nodes.hovertext[0] and "frequency 100 %" in nodes.hovertext[0]
+    assert nodes.marker.size[0] > nodes.marker.size[1] and nodes.marker.color[0] == 1.0
+    assert [list(c) for c in nodes.customdata][2] == ["b", 7]
+    outputs = [t for t in fig.data if t.name == "outputs"][0]
+    assert len(outputs.x) == 10 and outputs.marker.size[3] > outputs.marker.size[0]      # the forget class stands out
     lines = [t for t in fig.data if t.mode == "lines"]
-    drawn = sum(list(t.x).count(None) for t in lines)
-    assert drawn == 2                                                        # tiny and undrawn-unit edges skipped
-    widths = sorted(t.line.width for t in lines)
-    assert widths[-1] > widths[0]                                            # width by flow
-    assert "a" in fig.layout.xaxis.ticktext[0] and "3 of 32" in fig.layout.xaxis.ticktext[0]
-    assert trace_types(fig) <= ALLOWED
+    assert sum(list(t.x).count(None) for t in lines) == 4      # 2 flows + 2 output weights; tiny/undrawn skipped
+    faded = path_graph(path, [str(c) for c in range(10)], strength=1.0, max_units=2, edges=path.edges,
+                       out_weights=weights)
+    assert [t for t in faded.data if t.name == "units"][0].marker.opacity < nodes.marker.opacity
 
 
 def test_path_overlap_heatmap():
