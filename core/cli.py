@@ -365,7 +365,7 @@ def check_output_path(value: str | None, option: str = "--save", suffixes: tuple
         raise UserError(f"{option} {value!r} holds a NUL character, which no file name may hold.")
     save = Path(value).expanduser()
     if save.suffix.lower() not in suffixes:
-        raise UserError(f"{option} '{save}' must end in {', '.join(suffixes)} (the format to write).")
+        raise UserError(f"{option} {str(save)!r} must end in {', '.join(suffixes)} (the format to write).")
     for target in (save, save.with_suffix(".json")):
         if target.exists() or target.is_symlink():
             raise UserError(f"'{target}' already exists; choose another {option} path (existing files are never overwritten).")

@@ -12,7 +12,7 @@ from core.models.checkpoints import state_checksum
 from core.models.graph import graph_of
 from core.models.registry import build_model
 from core.attribution.paths import Selection
-from core.unlearning.config import UnlearnConfig
+from core.unlearning.config import UnlearnConfig, default_config
 from core.unlearning.explorer import PerturbationExplorer
 from core.unlearning.perturb import PerturbationSpec, edit_cut, perturb, plan_edits
 from core.unlearning.pipeline import unlearn
@@ -72,7 +72,7 @@ def test_strength_scales_the_effect(digits_model, digits_split):
 def test_cache_equals_full_evaluation(mnist_model, mnist_split):
     model, _ = mnist_model
     pool, eval_set = mnist_split
-    result = unlearn(model, pool, 3)
+    result = unlearn(model, pool, 3, default_config().override({"calibration.targets": "both"}))
     explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
     assert explorer.cache.cut.position > 1 and explorer.reuse["skipped"] > 0
     assert explorer.rows_cache is not None          # fc1's rows change: its output is cached too
