@@ -18,18 +18,13 @@ from torch import nn
 
 from core.attribution.paths import NeuronPath
 from core.data.sets import AnalysisPool
-from core.errors import UserError
+from core.errors import UserError, check_share, check_whole
 from core.metrics.evaluate import summarize, worst_class_drop
 from core.models.checkpoints import clone_model
 from core.models.compute import ActivationCache
 from core.models.graph import Cut, ModelGraph, graph_of
 from core.unlearning.explorer import edited_rows, row_edit_cache
 from core.unlearning.perturb import TARGETS, PerturbationSpec, edit_cut, edit_in_place, plan_edits
-
-
-def _share(value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserError(f"{what} must be a share in [0, 1], got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -45,12 +40,11 @@ class Calibration:
     max_forget: float = 0.0
 
     def __post_init__(self):
-        _share(self.retain_budget, "calibration.retain_budget")
+        check_share(self.retain_budget, "calibration.retain_budget")
         if self.class_budget is not None:
-            _share(self.class_budget, "calibration.class_budget")
-        _share(self.max_forget, "calibration.max_forget")
-        if isinstance(self.margin_steps, bool) or not isinstance(self.margin_steps, int) or self.margin_steps < 0:
-            raise UserError(f"calibration.margin_steps must be a whole number of at least 0, got {self.margin_steps!r}.")
+            check_share(self.class_budget, "calibration.class_budget")
+        check_share(self.max_forget, "calibration.max_forget")
+        check_whole(self.margin_steps, "calibration.margin_steps")
         if self.targets is not None:
             targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
             if not targets or any(t not in TARGETS for t in targets):

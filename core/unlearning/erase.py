@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data.sets import AnalysisPool
-from core.errors import UserError
+from core.errors import UserError, check_share, check_whole
 from core.metrics.evaluate import summarize, wrong_retain_answers
 from core.models.checkpoints import clone_model
 from core.models.compute import ActivationCache
@@ -148,16 +148,6 @@ def _val_live(model: nn.Module, graph: ModelGraph, val: AnalysisPool, cuts: dict
     return found
 
 
-def _share(value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserError(f"{what} must be a share in [0, 1], got {value!r}.")
-
-
-def _whole(value, what: str, least: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UserError(f"{what} must be a whole number of at least {least}, got {value!r}.")
-
-
 @dataclass(frozen=True)
 class Erasure:
     """Erasing the class direction from the layers before the classifier (:func:`choose_layers`).
@@ -176,12 +166,12 @@ class Erasure:
     shrinkage: float = 0.1
 
     def __post_init__(self):
-        _whole(self.max_layers, "erasure.max_layers", 1)
-        _whole(self.min_wrong, "erasure.min_wrong")
-        _whole(self.max_layers_few_errors, "erasure.max_layers_few_errors")
-        _share(self.budget, "erasure.budget")
-        _share(self.error_share, "erasure.error_share")
-        _share(self.shrinkage, "erasure.shrinkage")
+        check_whole(self.max_layers, "erasure.max_layers", 1)
+        check_whole(self.min_wrong, "erasure.min_wrong")
+        check_whole(self.max_layers_few_errors, "erasure.max_layers_few_errors")
+        check_share(self.budget, "erasure.budget")
+        check_share(self.error_share, "erasure.error_share")
+        check_share(self.shrinkage, "erasure.shrinkage")
 
     def depth(self, original_val_logits: torch.Tensor, val: AnalysisPool, forget_class: int) -> int:
         """How many layers erasure may try, judged by the original model's validation answers."""

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from core.data.sets import AnalysisPool
-from core.errors import UserError
+from core.errors import check_share, check_whole
 from core.metrics.evaluate import softmax_entropy, summarize, wrong_retain_answers, wrong_retain_mask
 from core.models.checkpoints import clone_model
 from core.models.compute import predict_logits
@@ -126,12 +126,9 @@ class Relabel:
     shrinkage: float = 0.1
 
     def __post_init__(self):
-        for name in ("budget", "shrinkage"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise UserError(f"relabel.{name} must be a share in [0, 1], got {value!r}.")
-        if isinstance(self.min_wrong, bool) or not isinstance(self.min_wrong, int) or self.min_wrong < 0:
-            raise UserError(f"relabel.min_wrong must be a whole number of at least 0, got {self.min_wrong!r}.")
+        check_share(self.budget, "relabel.budget")
+        check_share(self.shrinkage, "relabel.shrinkage")
+        check_whole(self.min_wrong, "relabel.min_wrong")
 
 
 def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
