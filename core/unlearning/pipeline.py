@@ -79,15 +79,15 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     val_cache = None
     if calibration is not None:
         ranked, candidates = path, config.targets()
-        specs = {t: config.override({"perturbation.target": t}).perturbation for t in candidates}
-        cuts = {t: first_cut(model, graph, ranked, specs[t]) for t in candidates}
+        trials = {t: config.override({"perturbation.target": t}) for t in candidates}
+        cuts = {t: first_cut(model, graph, ranked, trials[t].perturbation) for t in candidates}
         first = min(cuts.values(), key=lambda cut: cut.position)
         keep = tuple(name for layer in candidate_layers(graph)[:config.erasure.max_layers_few_errors]
                      for name in graph.cut_at_module(layer).live) if config.erasure is not None else ()
         val_cache = ActivationCache.build(model, graph, val.images, first, keep=keep)   # shared by every candidate
         chosen = None
         for target in candidates:   # in order, until one forgets the validation images; the lowest forget kept
-            trial = config.override({"perturbation.target": target})
+            trial = trials[target]
             found = calibrate_path(model, ranked, val, trial.perturbation, calibration,
                                    val_cache.advanced(model, cuts[target]))
             if chosen is None or found.settings["validation_forget_acc"] < chosen[1].settings["validation_forget_acc"]:
