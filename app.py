@@ -29,11 +29,15 @@ st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;} "
         "[data-testid='stMainBlockContainer'] h1 {font-size: 2.1rem; padding-bottom: 0.25rem;}</style>")
 
 pages = [
-    st.Page(common.PAGES["model"], title="Model", icon=":material/model_training:", url_path="model", default=True),
+    st.Page(common.PAGES["model"], title="Model", icon=":material/model_training:", url_path="home", default=True),
     st.Page(common.PAGES["relevance"], title="Relevance", icon=":material/local_fire_department:", url_path="relevance"),
     st.Page(common.PAGES["paths"], title="Neuron paths", icon=":material/account_tree:", url_path="paths"),
     st.Page(common.PAGES["unlearn"], title="Unlearn", icon=":material/auto_fix_off:", url_path="unlearn"),
     st.Page(common.PAGES["compare"], title="Compare", icon=":material/leaderboard:", url_path="compare"),
+    # The default page is served at "/"; this hidden twin makes a shared /model?model=... link open it
+    # too (without it Streamlit shows "Page not found" over the page).
+    st.Page(common.PAGES["model"], title="Model", icon=":material/model_training:", url_path="model",
+            visibility="hidden"),
 ]
 page = st.navigation(pages, position="sidebar", expanded=True)
 with st.sidebar:

@@ -7,7 +7,9 @@ the pool (50 images per class) and is scored on the other half, never on the eva
 Scores per setting (mean over classes and seeds, on the held-back half): forget accuracy, retain
 drop (points), the representation probe's recall on the forget class (penultimate features), and
 the entropy gap: mean softmax entropy of the forget images minus that of the retain images the
-model answers wrongly (nats; what core.unlearning.relabel drives to 0, empty when there are none).
+model answers wrongly (nats; what core.unlearning.relabel drives to 0, empty when there are none);
+and at the worst run: the highest forget accuracy, the largest retain drop and the largest drop of
+any single retain class (points; with 50 held-back images a class, one image is 2 points).
 Prints Markdown.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import statistics
 from benchmarks.common import sweep_data, sweep_parser
 
 from core.data.sets import split_heldout
-from core.metrics.evaluate import evaluate, summarize
+from core.metrics.evaluate import evaluate, summarize, worst_class_drop
 from core.metrics.probes import forward_with_features, representation_probe
 from core.models.checkpoints import load_checkpoint, shipped_checkpoint
 from core.unlearning.config import default_config
@@ -47,8 +49,9 @@ def main() -> None:
     parser.add_argument("--grid", nargs="*", default=[])
     args = parser.parse_args()
     test, classes = sweep_data(args)
-    print("| model | setting | forget acc (held-back half) | retain drop (points) | probe recall | entropy gap | runs |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| model | setting | forget acc (held-back half) | retain drop (points) | probe recall | entropy gap | "
+          "worst forget | worst retain drop | worst single class drop | runs |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for arch in args.archs:
         model, _ = load_checkpoint(shipped_checkpoint(args.dataset, arch))
         for setting in parse_grid(args.grid):
@@ -64,13 +67,15 @@ def main() -> None:
                     fwd = forward_with_features(result.model, held.images)
                     probe = representation_probe(fwd.features.numpy(), held.labels.numpy(), c, seed)
                     rows.append((after.forget_acc, before.retain_acc - after.retain_acc, probe.recall,
-                                 entropy_gap(fwd.logits, held.labels, c)))
+                                 entropy_gap(fwd.logits, held.labels, c), worst_class_drop(before, after)))
             mean = [statistics.mean(r[i] for r in rows) for i in range(3)]
             gaps = [r[3] for r in rows if r[3] is not None]
             gap = f"{statistics.mean(gaps):.2f}" if gaps else "n/a"
             label = ", ".join(f"{k}={v}" for k, v in setting.items()) or "default"
             print(f"| {args.dataset} {arch} | {label} | {100 * mean[0]:.2f} % | {100 * mean[1]:.2f} | "
-                  f"{100 * mean[2]:.1f} % | {gap} | {len(rows)} |", flush=True)
+                  f"{100 * mean[2]:.1f} % | {gap} | {100 * max(r[0] for r in rows):.2f} % | "
+                  f"{100 * max(r[1] for r in rows):.2f} | {100 * max(r[4] for r in rows):.1f} | {len(rows)} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

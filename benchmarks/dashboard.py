@@ -5,7 +5,8 @@ Starts ``streamlit run app.py`` (MNIST from ``--data-dir``), drives Debian's Chr
 Playwright (never a downloaded browser) and times, from the action to the page being idle again
 (the script run finished and the new numbers drawn):
 
-* cold start     - launching the server to a usable Model page (its zoo and card drawn);
+* cold start     - launching the server (the browser already open) to the Model page's zoo with its
+  buttons live ("usable"), and to the whole page with its chart drawn;
 * switch model   - "Use this model" on mnist / cnn, starting from digits / cnn;
 * first visit    - opening /unlearn for a class never shown (the path found, the metrics drawn):
   right after the model's load, for a second class from the selectbox, and for a third by a link
@@ -120,21 +121,24 @@ def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
     url = f"http://127.0.0.1:{port}"
     outside: list[str] = []
     out = Figures()
-    proc, health = start_server(data_dir, port)
-    t0 = time.perf_counter() - health
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            context.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname not in
-                       ("127.0.0.1", "localhost", None) and not r.url.startswith("data:") else None)
-            page = context.new_page()
-            page.set_default_timeout(300_000)
+    with sync_playwright() as p:
+        # The browser first (a visitor's is already open), then the server: the cold start is the app's.
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname not in
+                   ("127.0.0.1", "localhost", None) and not r.url.startswith("data:") else None)
+        page = context.new_page()
+        page.set_default_timeout(300_000)
+        proc, health = start_server(data_dir, port)
+        t0 = time.perf_counter() - health
+        try:
             page.goto(f"{url}/model")
             page.get_by_role("heading", name="Model zoo").wait_for()
+            page.get_by_role("button", name="Use this model").first.wait_for()
+            out["cold_start_usable_s"] = time.perf_counter() - t0       # the zoo drawn, its buttons live
             page.get_by_test_id("stPlotlyChart").first.wait_for()
             idle(page)
-            out["cold_start_s"] = time.perf_counter() - t0
+            out["cold_start_s"] = time.perf_counter() - t0              # the whole page, its chart drawn
             out["server_up_s"] = health
 
             page.goto(f"{url}/unlearn?forget=3")
@@ -174,23 +178,18 @@ def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
             pg.goto(f"{url}/model?model=digits/cnn")
             pg.get_by_role("heading", name="Model zoo").wait_for()
             idle(pg)
-            time.sleep(3)
-            inert = pg.evaluate("Array.from(document.querySelectorAll('[inert]')).map(e => e.tagName + ' ' + "
-                                "(e.getAttribute('data-testid') || '') + ' ' + e.className.toString().slice(0, 40))")
-            print("inert:", inert, flush=True)
-            buttons = pg.get_by_role("button", name="Use this model")
-            print("buttons:", buttons.count(), [buttons.nth(i).is_enabled() for i in range(buttons.count())], flush=True)
+            assert pg.get_by_text("Page not found").count() == 0, "/model is not a page of the app"
             start = time.perf_counter()
             card = pg.get_by_test_id("stVerticalBlock").filter(has_text="mnist / cnn").filter(
                 has=pg.get_by_role("button", name="Use this model"))
-            card.last.get_by_role("button", name="Use this model").click(timeout=60_000, force=True)
+            card.last.get_by_role("button", name="Use this model").click(timeout=60_000)
             pg.get_by_text("Now using mnist / cnn").wait_for()
             idle(pg)
             out["switch_to_mnist_cnn_s"] = time.perf_counter() - start
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     out["outside_requests"] = sorted(set(outside))
     return out
 

@@ -23,6 +23,7 @@ if flash:
     st.success(flash)
 
 lm = common.current_model()
+common.write_query_params(lm)          # the link names the model in use (``/model?model=mnist/cnn``)
 
 # ----------------------------------------------------------------------------- zoo
 st.subheader("Model zoo")

@@ -146,15 +146,26 @@ def analyzer(model_id: str, _lm: ui.LoadedModel, rule: str) -> ui.MemoAnalyzer:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
+def activations(model_id: str, _lm: ui.LoadedModel) -> ui.MemoActivations:
+    """The pool's validation activations per cut, remembered: a K, H or target step re-runs none of the model."""
+    return ui.MemoActivations(_lm.model)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
 def warm_up(model_id: str, _lm: ui.LoadedModel) -> threading.Thread:
     """Build, in the background, what a first visit to Unlearn needs for this model (the evaluation
-    set's activations before the default layer, at the classifier and before the erasure's layers)."""
+    set's activations before the default layer, at the classifier and before the erasure's layers,
+    and the modules LRP and the probes import)."""
     def work():
         try:
             layers = ui.analysable_layers(_lm.model, _lm.card)[-1:]
+            # What the Unlearn page and its erase button import (the Model page does not): about 4 s.
+            import core.attribution.canonizers  # noqa: F401  (zennit, torchvision)
             caches = eval_caches(model_id, _lm)
             caches.warm(layers)
-            caches.warm_erasure()
+            import sklearn.linear_model  # noqa: F401
+            import sklearn.metrics  # noqa: F401
+            import sklearn.preprocessing  # noqa: F401
         except Exception:                 # noqa: BLE001 - a warm-up only saves time; the page computes on demand
             pass
     thread = threading.Thread(target=work, name=f"warm-{model_id[:8]}", daemon=True)
@@ -200,7 +211,8 @@ def unlearned(model_id: str, _lm: ui.LoadedModel, cls: int, config_key: str, _co
     from core.unlearning.pipeline import unlearn
 
     pool, _ = heldout(_lm.dataset, data_dir())
-    result = unlearn(_lm.model, pool, cls, _config, analyzer=analyzer(model_id, _lm, _config.lrp.rule))
+    result = unlearn(_lm.model, pool, cls, _config, analyzer=analyzer(model_id, _lm, _config.lrp.rule),
+                     activations=activations(model_id, _lm))
     return result, ui.explorer_from(eval_caches(model_id, _lm), result.path, result.config.perturbation)
 
 

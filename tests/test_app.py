@@ -766,3 +766,28 @@ def test_the_dashboard_exports_an_imported_model_in_its_own_format(lenet_files, 
     x = torch.randn(5, 1, 28, 28)
     assert torch.allclose(back(x), model(x), atol=1e-4)
     assert json.loads(card_json)["notes"]["format"] == "onnx"
+
+
+def test_the_model_page_imports_neither_lrp_nor_torchvision():
+    """The first page a visitor sees imports only the model store: zennit and torchvision (about 2 s,
+    since zennit imports torchvision and torchvision torch._dynamo) and scikit-learn wait for the
+    pages that use them. Run in a fresh interpreter, as a server's first script run is."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import pandas, streamlit\n"
+            "from pages import common\n"
+            "from core import ui\n"
+            "from core.ui import figures\n"
+            "from core.models.registry import ARCHITECTURES\n"
+            "from core.data.info import DATASETS\n"
+            "from core.unlearning.config import default_config\n"
+            "from core.attribution.relevance import RULES\n"
+            "entries = ui.model_zoo(None)\n"
+            "lm = ui.load_shipped(str(entries[[e.key for e in entries].index(ui.DEFAULT_MODEL)].path))\n"
+            "ui.layer_rows(lm.model, lm.card); default_config()\n"
+            "print(sorted(m for m in ('zennit', 'torchvision', 'sklearn', 'onnx', 'onnx2torch') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -125,6 +125,7 @@ def open_page(page, url: str, path: str, title: str) -> None:
     page.goto(f"{url}/{path}" if "?" in path else f"{url}/{path}?model=digits/cnn")
     page.get_by_role("heading", name=title, exact=True).wait_for()
     wait_idle(page)
+    assert page.get_by_text("Page not found").count() == 0, f"/{path} is not a page of the app"
 
 
 def assert_no_exception(page) -> None:
@@ -332,6 +333,27 @@ def test_url_round_trip(server, page):
     set_strength(page, "ArrowRight")
     sync_api.expect(page).to_have_url(re.compile(r"strength=0\.95"))
     assert "forget=7" in page.url and "method=gaussian" in page.url and "model=digits%2Fcnn" in page.url.replace("/cnn", "%2Fcnn")
+    assert_no_exception(page)
+
+
+def test_model_link_opens_the_model_page_on_that_model(server, page):
+    """A shared /model?model=... link opens the Model page (no "Page not found" over it) on that model,
+    and choosing another model writes it into the URL."""
+    wanted = "mnist/allcnn" if (SHARED_DATA / "MNIST" / "raw").is_dir() else "digits/cnn"
+    page.goto(f"{server}/model?model={wanted}")
+    page.get_by_role("heading", name="Model zoo", exact=True).wait_for()
+    wait_idle(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert wanted.replace("/", " / ") in page.get_by_test_id("stSidebar").inner_text()
+    other = "cifar10 / vgg11_slim" if wanted != "digits/cnn" else "mnist / cnn"
+    card = page.get_by_test_id("stVerticalBlock").filter(has_text=other).filter(
+        has=page.get_by_role("button", name="Use this model")).last
+    if card.count() and card.get_by_role("button", name="Use this model").is_enabled():
+        card.get_by_role("button", name="Use this model").click()
+        page.get_by_text(f"Now using {other}").wait_for()
+        wait_idle(page)
+        sync_api.expect(page).to_have_url(re.compile("model=" + re.escape(other.replace(" / ", "%2F")) + "|model="
+                                                     + re.escape(other.replace(" / ", "/"))))
     assert_no_exception(page)
 
 

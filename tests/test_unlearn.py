@@ -76,3 +76,27 @@ def test_class_out_of_range_and_empty_pool(digits_model, digits_split):
     no_threes = pool.subset(pool.labels != 3)
     with pytest.raises(UserError, match="no images of class 3"):
         unlearn(model, no_threes, 3)
+
+
+def test_remembered_activations_give_the_same_unlearning_and_are_reused(mnist_model, mnist_split, monkeypatch):
+    """The dashboard passes its remembered validation activations (and LRP): the result is the same
+    model, and a second setting (another K) builds no validation activations again."""
+    from core.models.compute import ActivationCache
+    from core.ui.speed import MemoActivations, MemoAnalyzer
+
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    config = default_config().override({"erasure": None, "relabel": None})
+    plain = unlearn(model, pool, 4, config)
+    memo, analyzer = MemoActivations(model), MemoAnalyzer(model, config.lrp.rule)
+    remembered = unlearn(model, pool, 4, config, analyzer=analyzer, activations=memo)
+    assert state_checksum(remembered.model) == state_checksum(plain.model)
+    assert remembered.path.units == plain.path.units
+    builds = []
+    real = ActivationCache.build.__func__
+    monkeypatch.setattr(ActivationCache, "build", classmethod(lambda cls, *a, **k: builds.append(1) or real(cls, *a, **k)))
+    other_k = config.override({"selection.k": config.selection.k * 2})
+    again = unlearn(model, pool, 4, other_k, analyzer=analyzer, activations=memo)
+    assert builds == []                          # the validation part's activations came from the memo
+    assert state_checksum(again.model) == state_checksum(unlearn(model, pool, 4, other_k).model)
+    assert builds                                # and without the memo they are built

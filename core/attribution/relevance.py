@@ -14,6 +14,9 @@ All LRP runs on a private twin (a deep copy made once, traced and rewritten by
 and BatchNorm is merged wherever it follows a Conv/Linear), so hooks and canonizers never touch the
 model that is perturbed or evaluated. Any ``nn.Module`` that ``torch.fx`` can trace works, nested or
 not, and any GraphModule from :mod:`core.models.formats`.
+
+zennit is imported where a composite or twin is built, not with this module: importing zennit
+imports torchvision (about 2 s), which the settings (:class:`LRP`, :data:`RULES`) do not need.
 """
 from __future__ import annotations
 
@@ -22,11 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from zennit.composites import EpsilonPlusFlat, LayerMapComposite, layer_map_base
-from zennit.rules import AlphaBeta, Epsilon, Gamma
-from zennit.types import Convolution, Linear
 
-from core.attribution.canonizers import GraphMergeBatchNorm, lrp_twin
 from core.errors import UserError
 from core.models.graph import ModelGraph, graph_of
 from core.models.tracing import GATE
@@ -56,6 +55,8 @@ class LRP:
 
 def _layer_rule(rule: str, epsilon: float, zero_params):
     """The rule applied to every Linear and Conv layer (all but epsilon-plus-flat)."""
+    from zennit.rules import AlphaBeta, Epsilon, Gamma
+
     kw = {"zero_params": zero_params}
     rules = {
         "epsilon": lambda: Epsilon(epsilon=epsilon, **kw),
@@ -72,6 +73,11 @@ def make_composite(bn_pairs: list[tuple[str, str]], rule: str = "epsilon", epsil
     each BatchNorm into the Conv/Linear before it (``bn_pairs``, module paths; residual sums are
     explicit ``Sum`` modules in the twin already). ``epsilon-plus-flat`` is zennit's recipe: flat on
     the first layer, z+ on convolutions, epsilon on dense layers."""
+    from zennit.composites import EpsilonPlusFlat, LayerMapComposite, layer_map_base
+    from zennit.types import Convolution, Linear
+
+    from core.attribution.canonizers import GraphMergeBatchNorm
+
     zero_params = "bias" if zero_bias else None
     canonizers = [GraphMergeBatchNorm(bn_pairs)]
     if rule == "epsilon-plus-flat":
@@ -122,6 +128,8 @@ class RelevanceAnalyzer:
         """Trace the model for images of ``input_shape`` and make the twin (once)."""
         if self.graph is None or self.graph.input_shape != tuple(input_shape):
             self.graph = graph_of(self.model, input_shape)
+            from core.attribution.canonizers import lrp_twin
+
             self.twin, self.bn_pairs = lrp_twin(self.model, self.graph)
         return self
 

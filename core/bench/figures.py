@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from core.bench.columns import LABELS, ORIGINAL, REFERENCE
 from core.bench.report import method_description, method_order, runs_frame, summarize_runs
+from core.plotly_style import template
 
 
 METHOD_COLORS = {REFERENCE: "#111111", ORIGINAL: "#868e96", "finetune": "#1f77b4", "gradient_ascent": "#ff7f0e",
@@ -33,7 +34,7 @@ def method_color(method: str) -> str:
 
 def _style(fig: go.Figure, title: str, height: int, **layout) -> go.Figure:
     layout.setdefault("margin", dict(l=60, r=20, t=50, b=50))
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=15)), template="plotly_white",
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=15)), template=template(),
                       height=height, font=FONT, **layout)
     return fig
 

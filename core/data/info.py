@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision.datasets import FashionMNIST
 
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -33,6 +32,8 @@ _CIFAR100_CLASSES = (
 )
 
 
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")          # torchvision's FashionMNIST.classes
 _DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
@@ -55,7 +56,7 @@ _BUILTIN_INFO: dict[str, DatasetInfo] = {
     # digits mean/std: computed from the fixed train part (value/16), rounded.
     "digits": DatasetInfo("digits", _DIGIT_CLASSES, (1, 8, 8), (0.3056,), (0.3761,)),
     "mnist": DatasetInfo("mnist", _DIGIT_CLASSES, (1, 28, 28), (0.1307,), (0.3081,)),
-    "fashion_mnist": DatasetInfo("fashion_mnist", tuple(FashionMNIST.classes), (1, 28, 28),
+    "fashion_mnist": DatasetInfo("fashion_mnist", FASHION_MNIST_CLASSES, (1, 28, 28),
                                  (0.2860,), (0.3530,)),
     "cifar10": DatasetInfo("cifar10", _CIFAR10_CLASSES, (3, 32, 32),
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),

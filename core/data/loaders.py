@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFolder
 
 from core.data.cache import (_materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, cache_dir,
                              source_key, write_marker)
@@ -40,6 +38,13 @@ def _missing_message(key: str, root: Path | None) -> str:
              else f"in the cache {cache_dir()} (no data folder given)")
     return (f"{label} was not found {where}; pass --data-dir (or set UNLEARN_DATA_DIR) to a folder "
             f"holding {needed}, or connect to the internet to download it.")
+
+
+def _tv():
+    """:mod:`core.data.torchvision_sets`, imported on first use (torchvision is slow to import)."""
+    from core.data import torchvision_sets
+
+    return torchvision_sets
 
 
 def _download(dataset_cls: type, root: Path) -> bool:
@@ -75,7 +80,7 @@ _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-_MNIST_CLASSES: dict[str, type[MNIST]] = {"mnist": MNIST, "fashion_mnist": FashionMNIST}
+_MNIST_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}     # torchvision's class names
 
 
 def _idx_source(raw: Path, name: str) -> Path | None:
@@ -93,7 +98,7 @@ def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
     cache because the data folder may be read-only, into a folder keyed by the data folder and the
     files' content (:func:`core.data.cache.source_key`), whose ``SOURCE`` record is written last.
     """
-    folder = _MNIST_CLASSES[key].__name__
+    folder = _MNIST_FOLDERS[key]
     if root is not None:
         sources = [_idx_source(root / folder / "raw", f) for f in _MNIST_FILES]
         if all(s is not None for s in sources):
@@ -115,7 +120,7 @@ def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
 def _locate_mnist(key: str):
     """Availability check for one MNIST-like dataset (no downloading)."""
     def locate(root: Path | None, cache: Path) -> bool:
-        folder = _MNIST_CLASSES[key].__name__
+        folder = _MNIST_FOLDERS[key]
         if root is not None and all(_idx_source(root / folder / "raw", f) for f in _MNIST_FILES):
             return True
         return all((cache / folder / "raw" / f).is_file() for f in _MNIST_FILES)
@@ -125,7 +130,7 @@ def _locate_mnist(key: str):
 def _load_mnist_like(key: str):
     """Loader for MNIST or Fashion-MNIST returning uint8 images (N,1,28,28) and labels."""
     def load(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        cls = _MNIST_CLASSES[key]
+        cls = _tv().MNIST_CLASSES[key]
         tv_root = _mnist_root(key, root, cache)
         if tv_root is None and _download(cls, cache):
             tv_root = _mnist_root(key, None, cache)
@@ -140,40 +145,24 @@ def _load_mnist_like(key: str):
     return load
 
 
-def _cifar_files_present(cls: type, root: Path | str) -> bool:
-    """Whether every batch file and the meta file of a torchvision CIFAR class exist under root."""
-    names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return all(os.path.isfile(os.path.join(root, cls.base_folder, f)) for f in names)
+# torchvision's CIFAR layouts (its classes' base_folder, train_list, test_list and meta), so that
+# looking for the files does not import torchvision.
+_CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]),
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+}
 
 
-class _LenientCifar:
-    """torchvision CIFAR with existence-only file checks.
-
-    torchvision verifies md5 sums of the official release, which rejects re-packed or stand-in
-    files; a corrupt file still fails when it is unpickled.
-    """
-
-    def _check_integrity(self) -> bool:
-        return _cifar_files_present(type(self), self.root)
-
-    def _load_meta(self) -> None:
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as fh:
-            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+def _cifar_files_present(key: str, root: Path | str) -> bool:
+    """Whether every batch file and the meta file of CIFAR ``key`` exist under root."""
+    folder, names = _CIFAR_FILES[key]
+    return all(os.path.isfile(os.path.join(root, folder, f)) for f in names)
 
 
-class _Cifar10(_LenientCifar, CIFAR10):
-    pass
-
-
-class _Cifar100(_LenientCifar, CIFAR100):
-    pass
-
-
-def _cifar_batches_root(cls: type, root: Path | None, cache: Path) -> Path | None:
+def _cifar_batches_root(key: str, root: Path | None, cache: Path) -> Path | None:
     """The first of data folder / cache that holds the pickled batch folder, or None."""
     for candidate in (root, cache):
-        if candidate is not None and _cifar_files_present(cls, candidate):
+        if candidate is not None and _cifar_files_present(key, candidate):
             return candidate
     return None
 
@@ -189,19 +178,20 @@ def _read_cifar_batches(cls: type, split: str, root: Path) -> tuple[torch.Tensor
     return images, torch.as_tensor(ds.targets, dtype=torch.int64)
 
 
-def _load_cifar_batches(key: str, cls: type, split: str, root: Path | None,
+def _load_cifar_batches(key: str, split: str, root: Path | None,
                         cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Pickled batches from the data folder, else the cache, else a download into the cache."""
-    found = _cifar_batches_root(cls, root, cache)
+    cls = _tv().CIFAR_CLASSES[key]
+    found = _cifar_batches_root(key, root, cache)
     if found is None and _download(cls, cache):
-        found = _cifar_batches_root(cls, None, cache)
+        found = _cifar_batches_root(key, None, cache)
     if found is None:
         raise UserError(_missing_message(key, root))
     return _read_cifar_batches(cls, split, found)
 
 
 def _load_cifar100(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    return _load_cifar_batches("cifar100", _Cifar100, split, root, cache)
+    return _load_cifar_batches("cifar100", split, root, cache)
 
 
 _CIFAR10_TARBALL = "cifar10-jpeg.tar.gz"
@@ -226,7 +216,7 @@ def _load_cifar10(split: str, root: Path | None, cache: Path) -> tuple[torch.Ten
     """CIFAR-10 from the JPEG tarball (decoded once, cached as .pt), else pickled batches."""
     found = _cifar10_jpeg_pt(root, cache, split)
     if found is None:
-        return _load_cifar_batches("cifar10", _Cifar10, split, root, cache)
+        return _load_cifar_batches("cifar10", split, root, cache)
     pt, digest = found
     cached = _read_tensor_cache(pt, digest)
     if cached is not None:
@@ -244,20 +234,9 @@ def _load_cifar10(split: str, root: Path | None, cache: Path) -> tuple[torch.Ten
     return images, labels
 
 
-class _FixedClassListing(ImageFolder):
-    """ImageFolder's file listing with a class list fixed in advance (same labels in every split)."""
-
-    def __init__(self, root: Path, classes: Sequence[str]) -> None:
-        self._fixed_classes = list(classes)
-        super().__init__(str(root), allow_empty=True)
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        return self._fixed_classes, {c: i for i, c in enumerate(self._fixed_classes)}
-
-
 def _list_images(folder: Path, classes: Sequence[str]) -> list[tuple[str, int]]:
     """(path, label) for every image file under folder/<class>/, sorted by class then name."""
-    return _FixedClassListing(folder, classes).samples
+    return _tv().FixedClassListing(folder, classes).samples
 
 
 def _folder_layout(path: Path) -> dict[str, Path]:
@@ -362,8 +341,8 @@ def _decode_images(paths: Sequence[str], size_hw: tuple[int, int]) -> torch.Tens
 
 
 def _locate_cifar10(root: Path | None, cache: Path) -> bool:
-    return _cifar10_tarball(root) is not None or _cifar_batches_root(_Cifar10, root, cache) is not None
+    return _cifar10_tarball(root) is not None or _cifar_batches_root("cifar10", root, cache) is not None
 
 
 def _locate_cifar100(root: Path | None, cache: Path) -> bool:
-    return _cifar_batches_root(_Cifar100, root, cache) is not None
+    return _cifar_batches_root("cifar100", root, cache) is not None

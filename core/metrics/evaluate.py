@@ -68,6 +68,7 @@ def worst_class_drop(before: Evaluation, after: Evaluation) -> float:
              if c != before.forget_class and not (np.isnan(b) or np.isnan(a))]
     return max(drops, default=0.0)
 
+
 def wrong_retain_mask(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> torch.Tensor:
     """Which images of the other classes ``logits`` answer wrongly (bool, on the CPU)."""
     return (logits.argmax(1).cpu() != labels) & (labels != forget_class)

@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.plotly_style import template
+
 
 RELEVANCE_SCALE = "RdBu_r"          # blue (negative) - white (0) - red (positive)
 POLARITIES = ("both", "positive", "negative")
@@ -27,7 +29,7 @@ FONT = dict(size=13)
 
 def _style(fig: go.Figure, title: str, height: int = 380, **layout) -> go.Figure:
     layout.setdefault("margin", dict(l=60, r=30, t=60, b=50))
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)), template="plotly_white",
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)), template=template(),
                       height=height, font=FONT, **layout)
     return fig
 
@@ -159,13 +161,15 @@ def _add_image(fig: go.Figure, image: np.ndarray, row: int, col: int) -> None:
 
 
 def _square_axes(fig: go.Figure) -> None:
-    """Pixels square, row 0 at the top, no ticks."""
+    """Pixels square, row 0 at the top, no ticks (one layout update: Plotly's per-axis updates are slow)."""
+    plain = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    changes = {}
     for name in fig.layout:
         if name.startswith("xaxis"):
             suffix = name[5:]
-            fig.layout[name].update(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-            fig.layout["yaxis" + suffix].update(showticklabels=False, showgrid=False, zeroline=False,
-                                                autorange="reversed", scaleanchor="x" + suffix, constrain="domain")
+            changes[name] = plain
+            changes["yaxis" + suffix] = dict(plain, autorange="reversed", scaleanchor="x" + suffix)
+    fig.update_layout(changes)
 
 
 def relevance_grid(images: np.ndarray, heatmaps: np.ndarray, titles: Sequence[str], percentile: float = 99.0,
@@ -188,8 +192,7 @@ def relevance_grid(images: np.ndarray, heatmaps: np.ndarray, titles: Sequence[st
         _add_image(fig, images[k], r, c)
         fig.add_trace(_relevance_trace(clip_relevance(heatmaps[k], percentile, polarity), showscale=k == 0), row=r, col=c + 1)
     _square_axes(fig)
-    for annotation in fig.layout.annotations:
-        annotation.font = dict(size=12)
+    fig.update_annotations(font_size=12)
     return _style(fig, title, height=70 + 200 * rows, margin=dict(l=10, r=10, t=80, b=10))
 
 

@@ -22,7 +22,6 @@ from core.models.cards import ModelCard, card_path, read_card
 from core.models.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoints, state_checksum
 from core.models.compute import pick_device
 from core.models.registry import ARCHITECTURES, build_model, layer_table
-from core.ui.analysis import test_evaluation
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +191,7 @@ def train_new_model(dataset: str, arch: str, epochs: int, seed: int = 0, data_di
     start = dt.datetime.now()
     train_model(model, train, config, progress)
     model.eval()
+    from core.ui.analysis import test_evaluation     # LRP and its imports only when used
     result = test_evaluation(model, dataset, data_dir)
     card = _card_for(arch, dataset, data_dir, seed=seed, per_class_accuracy=[round(a, 4) for a in result.per_class],
                      test_accuracy=round(result.overall, 4), created=start.strftime("%Y-%m-%d"),

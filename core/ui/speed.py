@@ -5,6 +5,8 @@
   strength. The original model's logits, each slider explorer and the erasure summary read them.
 * :class:`MemoAnalyzer` - an LRP analyzer that remembers its answers, so that a K or H step (or a
   second visit to a class) re-selects units from stored relevance instead of re-running LRP.
+* :class:`MemoActivations` - the pool's validation images' activations for the calibration, kept
+  the same way.
 * :func:`explorer_from` - a :class:`core.unlearning.explorer.PerturbationExplorer` on those caches.
 
 Everything here only reads the model; each object carries a lock, so sessions may share it.
@@ -63,21 +65,19 @@ class EvalCaches:
                            tuple(self.eval_set.info.input_shape))
         return edit_cut(self.graph, edits)
 
-    def warm(self, layers: list[str]) -> None:
-        """Build the caches a first visit needs: before each layer's weights, and at the classifier."""
-        for cut in sorted({self.layer_cut(layer).position: self.layer_cut(layer) for layer in layers}.values(),
-                          key=lambda c: c.position):
-            self.at(cut)
-        self.at(self.classifier_cut())
-
-    def warm_erasure(self, max_layers: int = 6) -> None:
-        """Build the cache before the layers the erasure may change (so that "Erase and relabel" re-runs
-        only those layers)."""
+    def warm(self, layers: list[str], erasure_layers: int = 6) -> None:
+        """Build the caches a first visit needs: before each layer's weights, at the classifier and
+        before the (at most ``erasure_layers``) layers the erasure may change, so that "Erase and
+        relabel" re-runs only those. Earliest first: each later cut is carried on from the one before,
+        so the model runs once over the evaluation set in all."""
         from core.unlearning.erase import candidate_layers
 
-        layers = candidate_layers(self.graph)[:max_layers]
-        if layers:
-            self.at(self.graph.earliest_cut(layers))
+        cuts = [self.layer_cut(layer) for layer in layers] + [self.classifier_cut()]
+        erasable = candidate_layers(self.graph)[:erasure_layers]
+        if erasable:
+            cuts.append(self.graph.earliest_cut(erasable))
+        for cut in sorted({c.position: c for c in cuts}.values(), key=lambda c: c.position):
+            self.at(cut)
 
     def original_logits(self) -> torch.Tensor:
         return self.at(self.classifier_cut()).tail_logits(self.model)
@@ -129,6 +129,31 @@ def explorer_from(caches: EvalCaches, path: NeuronPath, base: PerturbationSpec) 
     return explorer
 
 
+class MemoActivations:
+    """:meth:`ActivationCache.build` for one model, remembering each answer (by the images' bytes, the
+    cut and the tensors kept), so that a K, H or target step re-runs no part of the model on the pool's
+    validation images. Passed to :func:`core.unlearning.pipeline.unlearn` as ``activations``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._memo: dict[tuple, ActivationCache] = {}
+        self._lock = threading.RLock()
+
+    def build(self, model: nn.Module, graph, images: torch.Tensor, cut: Cut, batch_size: int = 2048,
+              keep: tuple[str, ...] = ()) -> ActivationCache:
+        if model is not self.model:
+            return ActivationCache.build(model, graph, images, cut, batch_size, keep)
+        key = (_digest(images), tuple(images.shape), cut, tuple(keep), batch_size)
+        with self._lock:
+            if key not in self._memo:
+                self._memo[key] = ActivationCache.build(model, graph, images, cut, batch_size, keep)
+            return self._memo[key]
+
+
+def _digest(images: torch.Tensor) -> str:
+    return hashlib.blake2b(images.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+
+
 class MemoAnalyzer:
     """A :class:`RelevanceAnalyzer` that remembers each answer (by the images' bytes, target and
     layers); everything else is the analyzer's. One lock: the analyzer's hooks serve one call at a time."""
@@ -150,8 +175,7 @@ class MemoAnalyzer:
         if kwargs.get("labels") is not None or isinstance(target, torch.Tensor):
             with self._lock:
                 return self._analyzer.relevance(images, target=target, layers=layers, **kwargs)
-        digest = hashlib.blake2b(images.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
-        key = (digest, tuple(images.shape), repr(target), tuple(layers or ()), tuple(sorted(kwargs.items())))
+        key = (_digest(images), tuple(images.shape), repr(target), tuple(layers or ()), tuple(sorted(kwargs.items())))
         with self._lock:
             if key not in self._memo:
                 self._memo[key] = self._analyzer.relevance(images, target=target, layers=layers, **kwargs)

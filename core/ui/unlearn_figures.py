@@ -83,8 +83,7 @@ def image_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray,
     fig.add_trace(_relevance_trace(clip_relevance(before, scale=scale), showscale=False), row=1, col=2)
     fig.add_trace(_relevance_trace(clip_relevance(after, scale=scale), showscale=False), row=1, col=3)
     _square_axes(fig)
-    for annotation in fig.layout.annotations:
-        annotation.font = dict(size=12)
+    fig.update_annotations(font_size=12)
     return _style(fig, title, height=height, margin=dict(l=5, r=5, t=60 if title else 30, b=5))
 
 
@@ -184,6 +183,5 @@ def unit_detail(images: np.ndarray, activations: Sequence[float], mean_map: np.n
         _add_image(fig, images[k], 1, k + 1)
     fig.add_trace(_relevance_trace(clip_relevance(mean_map), showscale=False), row=1, col=n + 1)
     _square_axes(fig)
-    for annotation in fig.layout.annotations:
-        annotation.font = dict(size=11)
+    fig.update_annotations(font_size=11)
     return _style(fig, title, height=190, margin=dict(l=5, r=5, t=60, b=5))

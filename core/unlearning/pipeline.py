@@ -46,9 +46,11 @@ def check_class(forget_class: int, num_classes: int) -> int:
 
 
 def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: UnlearnConfig | None = None,
-            analyzer: RelevanceAnalyzer | None = None) -> UnlearnResult:
+            analyzer: RelevanceAnalyzer | None = None, activations=None) -> UnlearnResult:
     """Forget ``forget_class`` using only the analysis pool (with ``default_config()`` unless a
-    config is given). Returns a new model; ``model`` is untouched.
+    config is given). Returns a new model; ``model`` is untouched. ``analyzer`` and ``activations``
+    (an object with :meth:`core.models.compute.ActivationCache.build`'s signature) may remember
+    earlier answers, as the dashboard's do; the results are the same.
 
     Where a stage needs validation (``config.calibration``, ``erasure`` or ``relabel``), the pool
     is split into an analysis part (fitting; the path's relevance under calibration) and a
@@ -84,7 +86,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         first = min(cuts.values(), key=lambda cut: cut.position)
         keep = tuple(name for layer in candidate_layers(graph)[:config.erasure.max_layers_few_errors]
                      for name in graph.cut_at_module(layer).live) if config.erasure is not None else ()
-        val_cache = ActivationCache.build(model, graph, val.images, first, keep=keep)   # shared by every candidate
+        val_cache = (activations or ActivationCache).build(model, graph, val.images, first, keep=keep)   # every candidate
         chosen = None
         for target in candidates:   # in order, until one forgets the validation images; the lowest forget kept
             trial = trials[target]
