@@ -16,7 +16,9 @@ Playwright (never a downloaded browser) and times, from the action to the page b
 * requests       - any request to a host other than the local server (there must be none).
 
 Usage: ``python -m benchmarks.dashboard [--data-dir ../shared/data] [--repeats 3] [--shots DIR]``
-(``--shots``: also save screenshots of the Unlearn page at 1280x800 and 1024x768 there).
+(``--shots``: also save screenshots of the Unlearn page at 1280x800 and 1024x768 there), or
+``--compare OTHER_CHECKOUT [--rounds N]`` to time another checkout and this one alternately in one
+run and print their ratio (this machine's speed drifts by 1.5-2x within an hour).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: str | None, port: int) -> tuple[subprocess.Popen, float]:
+def start_server(data_dir: str | None, port: int, root: Path = ROOT) -> tuple[subprocess.Popen, float]:
     """The server process and the seconds until its health check answered."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if data_dir:
@@ -55,7 +57,7 @@ def start_server(data_dir: str | None, port: int) -> tuple[subprocess.Popen, flo
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true", "--server.fileWatcherType", "none",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                             "--browser.gatherUsageStats", "false"], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
         try:
@@ -114,7 +116,7 @@ class Figures(dict):
             print(f"{key}: {value:.2f}", flush=True)
 
 
-def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
+def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROOT) -> dict:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
@@ -129,7 +131,7 @@ def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
                    ("127.0.0.1", "localhost", None) and not r.url.startswith("data:") else None)
         page = context.new_page()
         page.set_default_timeout(300_000)
-        proc, health = start_server(data_dir, port)
+        proc, health = start_server(data_dir, port, root)
         t0 = time.perf_counter() - health
         try:
             page.goto(f"{url}/model")
@@ -178,14 +180,16 @@ def run(data_dir: str | None, repeats: int, shots: Path | None) -> dict:
             pg.goto(f"{url}/model?model=digits/cnn")
             pg.get_by_role("heading", name="Model zoo").wait_for()
             idle(pg)
-            assert pg.get_by_text("Page not found").count() == 0, "/model is not a page of the app"
-            start = time.perf_counter()
-            card = pg.get_by_test_id("stVerticalBlock").filter(has_text="mnist / cnn").filter(
-                has=pg.get_by_role("button", name="Use this model"))
-            card.last.get_by_role("button", name="Use this model").click(timeout=60_000)
-            pg.get_by_text("Now using mnist / cnn").wait_for()
-            idle(pg)
-            out["switch_to_mnist_cnn_s"] = time.perf_counter() - start
+            if pg.get_by_text("Page not found").count():
+                out["switch_to_mnist_cnn_s"] = "failed: /model shows Page not found"
+            else:
+                start = time.perf_counter()
+                card = pg.get_by_test_id("stVerticalBlock").filter(has_text="mnist / cnn").filter(
+                    has=pg.get_by_role("button", name="Use this model"))
+                card.last.get_by_role("button", name="Use this model").click(timeout=60_000)
+                pg.get_by_text("Now using mnist / cnn").wait_for()
+                idle(pg)
+                out["switch_to_mnist_cnn_s"] = time.perf_counter() - start
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -199,9 +203,29 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shots", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another checkout of the app (e.g. a git worktree of an older commit): run it and this "
+                             "one alternately, --rounds times, and print both with their ratio (one run, one machine)")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    result = run(args.data_dir, args.repeats, args.shots)
-    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+    if args.compare is None:
+        result = run(args.data_dir, args.repeats, args.shots)
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+        return
+    runs: dict[str, list[dict]] = {"other": [], "this": []}
+    for _ in range(args.rounds):
+        for name, root in (("other", args.compare.resolve()), ("this", ROOT)):
+            print(f"--- {name}: {root}", flush=True)
+            runs[name].append(run(args.data_dir, args.repeats, None, root))
+    print(f"| what | {args.compare} | this tree | this / other |\n|---|---|---|---|")
+    for key, value in runs["this"][0].items():
+        if not isinstance(value, float):
+            continue
+        a = [r[key] for r in runs["other"] if isinstance(r.get(key), float)]
+        b = [r[key] for r in runs["this"] if isinstance(r.get(key), float)]
+        ma, mb = (statistics.median(a) if a else None), statistics.median(b)
+        ratio = f"{mb / ma:.2f}" if ma else "-"
+        print(f"| {key} | {f'{ma:.2f}' if ma is not None else runs['other'][0].get(key, '-')} | {mb:.2f} | {ratio} |")
 
 
 if __name__ == "__main__":

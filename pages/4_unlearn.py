@@ -94,7 +94,7 @@ def own_image_panel(variant, strength: float, method: str) -> None:
     d2.plotly_chart(uf.image_before_after(
         pixels, before_map, after_map,
         ["your image", f"before: {lm.classes[top_before[0][0]]}", f"after: {lm.classes[top_after[0][0]]}"],
-        title="Your image: LRP of each model's answer"), key="own_heatmaps")
+        title="LRP of each model's answer"), key="own_heatmaps")
     d2.markdown(f"**Before:** {uf.top3_text(top_before, lm.classes)}  \n**After:** "
                 f"{uf.top3_text(top_after, lm.classes)}")
     d2.caption(note + ".")
@@ -265,8 +265,8 @@ def export_section(variant, strength: float, method: str, after, done) -> None:
             def export(model=model):
                 return ui.export_unlearned(model, lm.card, cls, report["config"], report, lm.source, fmt)
 
-            d0, d1, d2, d3 = st.columns([3, 2, 2, 2])
-            d0.markdown(f"**{name.capitalize()}** model")
+            st.markdown(f"**{name.capitalize()}** model")
+            d1, d2, d3 = st.columns(3)
             d1.download_button("Model" if fmt != "safetensors" else "Weights", data=lambda e=export: e()[0],
                                file_name=f"{stem}.{fmt}", mime="application/octet-stream", key=f"unl_dl_weights_{name}",
                                icon=":material/download:",

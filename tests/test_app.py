@@ -440,7 +440,7 @@ def test_unlearn_page_own_image_follows_the_slider_and_marks_collateral():
     at = new_app("4_unlearn")
     at.file_uploader(key="own_upload").upload("three.png", _digit_png(), "image/png").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert chart(at, "Your image: LRP of each model's answer")
+    assert chart(at, "LRP of each model's answer")
     seen = at.session_state["own_image_result"]
     assert len(seen["before"]) == 3 and seen["before"][0][0] == 1
     at.slider(key="w_cfg_strength").set_value(0.0).run()

@@ -4,7 +4,8 @@ Unlearning only ever sees an :class:`AnalysisPool`, a slice of the *test* split 
 :func:`split_heldout`; the rest of the test split is kept back for evaluation.
 
 ``info`` (what a dataset is) -> ``sets`` (image sets and the split) -> ``catalog`` (loading by name)
--> ``loaders`` (file layouts) -> ``cache`` (decoded data on disk).
+-> ``loaders`` (file layouts; ``torchvision_sets`` holds the torchvision classes they read with,
+imported on first use) -> ``cache`` (decoded data on disk).
 """
 from core.data.cache import cache_dir
 from core.data.catalog import dataset_available, dataset_info, load_split, resolve_data_dir
