@@ -12,7 +12,8 @@ For each (model, recipe, forget class, seed) the analysis pool is cut from the t
 
 Per run it records forget accuracy, retain accuracy and its drop from the original model, the
 largest drop of any single retain class, the target the default resolved to and the seconds of
-unlearning. ``runs.csv`` (one row per run and protocol) is written to ``--out`` through a temporary
+unlearning. ``worst-case.csv`` (one row per run and protocol; not ``runs.csv``, the benchmark runner's
+file, which the Compare page reads) is written to ``--out`` through a temporary
 file and a rename; the Markdown summary printed is built from it: mean and worst forget accuracy,
 mean and worst retain drop, the share of runs within 0.5 points, the worst single-class drop.
 Seeds 3 and up were never used to choose settings.
@@ -112,20 +113,20 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=None)
     parser.add_argument("--train-per-class", type=int, default=1000,
                         help="training images per class for the train protocol (seeded; 0 = the whole split)")
-    parser.add_argument("--out", required=True, help="folder for runs.csv (a new or empty folder)")
+    parser.add_argument("--out", required=True, help="folder for worst-case.csv (a new or empty folder)")
     parser.add_argument("--report", action="store_true",
-                        help="print the tables of an existing --out/runs.csv (nothing is run)")
+                        help="print the tables of an existing --out/worst-case.csv (nothing is run)")
     args = parser.parse_args()
     if args.report:
-        with (Path(args.out) / "runs.csv").open(newline="") as f:
+        with (Path(args.out) / "worst-case.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
         print(summary(rows))
         print()
         print(side_by_side(rows))
         return
     out = Path(args.out)
-    if (out / "runs.csv").exists():
-        raise SystemExit(f"{out / 'runs.csv'} exists; choose another --out (results are never overwritten).")
+    if (out / "worst-case.csv").exists():
+        raise SystemExit(f"{out / 'worst-case.csv'} exists; choose another --out (results are never overwritten).")
     set_threads()
     test = load_split(args.dataset, "test", args.data_dir)
     train = load_split(args.dataset, "train", args.data_dir)
@@ -159,12 +160,12 @@ def main() -> None:
                           f" / train {rows[-1]['forget_acc']:.4f} / {result.config.perturbation.target} / "
                           f"{seconds:.2f} s", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".runs.csv.tmp-{os.getpid()}"
+    tmp = out / f".worst-case.csv.tmp-{os.getpid()}"
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, out / "runs.csv")
+    os.replace(tmp, out / "worst-case.csv")
     print(summary(rows))
     print()
     print(side_by_side(rows))
