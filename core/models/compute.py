@@ -107,6 +107,7 @@ class LinearRowCache:
     slot: int                           # z's place in ``live``
     rows: list[int]
     products: dict = field(default_factory=dict)
+    _rows_out: tuple | None = field(default=None, repr=False)   # (rows as an index, their cached outputs)
 
     @classmethod
     @torch.no_grad()
@@ -139,22 +140,26 @@ class LinearRowCache:
             layer = variant.get_submodule(self.layer)
             bias = layer.bias[rows] if layer.bias is not None else None
             self.outputs[:, rows] = torch.nn.functional.linear(self.inputs, layer.weight[rows], bias)
+            self._rows_out = None
         return self._logits(variant, self.outputs)
 
     @torch.no_grad()
     def tail_logits(self, source: nn.Module, variant: nn.Module, method: str, strength: float,
                     seed: int) -> torch.Tensor:
         before, after = source.get_submodule(self.layer), variant.get_submodule(self.layer)
-        rows = self.rows
-        delta_w = after.weight[rows] - before.weight[rows]
-        delta_b = (after.bias[rows] - before.bias[rows]) if before.bias is not None else 0.0
-        bias = before.bias[rows] if before.bias is not None else 0.0
+        if self._rows_out is None:                # once: indexing by a tensor is 2x faster than by a list
+            index = torch.tensor(self.rows, dtype=torch.long, device=self.outputs.device)
+            self._rows_out = (index, self.outputs.index_select(1, index))
+        index, z_rows = self._rows_out
+        delta_b = (after.bias[index] - before.bias[index]) if before.bias is not None else 0.0
+        bias = before.bias[index] if before.bias is not None else 0.0
         z = self.outputs.clone()
         if method == "zero":
-            z[:, rows] = (1 - strength) * (self.outputs[:, rows] - bias) + bias + delta_b
+            z.index_copy_(1, index, (1 - strength) * (z_rows - bias) + bias + delta_b)
         elif strength > 0:
             key = (method, seed)
             if key not in self.products:
+                delta_w = after.weight[index] - before.weight[index]
                 self.products[key] = self.inputs @ (delta_w / strength).T
-            z[:, rows] = self.outputs[:, rows] + strength * self.products[key] + delta_b
+            z.index_copy_(1, index, z_rows + strength * self.products[key] + delta_b)
         return self._logits(variant, z)
