@@ -408,14 +408,13 @@ def path_settings(lm: ui.LoadedModel, container=st):
     if not layers:
         return None
     changes = {"selection.layers": tuple(layers), "selection.method": selection, "selection.k": k_pct / 100,
-               "lrp.rule": rule, "perturbation.method": "zero", "perturbation.strength": 1.0,
-               "erasure": None, "relabel": None}
+               "lrp.rule": rule}
     if h_mode == "calibrate":
         config = base.override({**changes, "selection.h": None})
     else:
         h = h_pct / 100 if h_mode == "share" else "auto"
         config = replace(base, calibration=None, selection=replace(base.selection, h=h)).override(changes)
-    return config
+    return selection_config(config)
 
 
 def with_target(config, target: str):

@@ -101,6 +101,23 @@ def test_builtin_info_is_cheap_and_complete():
 # --------------------------------------------------------------------------- ImageSet helpers
 
 
+def test_the_layouts_known_without_torchvision_are_torchvision_s():
+    """Looking for MNIST and CIFAR files and naming Fashion-MNIST's classes does not import
+    torchvision; the file lists and names written out for that are torchvision's own."""
+    from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
+
+    from core.data.info import FASHION_MNIST_CLASSES
+    from core.data.torchvision_sets import CIFAR_CLASSES, MNIST_CLASSES
+
+    for key, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        assert loaders._CIFAR_FILES[key] == (cls.base_folder, [f for f, _ in cls.train_list + cls.test_list]
+                                             + [cls.meta["filename"]])
+        assert issubclass(CIFAR_CLASSES[key], cls) and CIFAR_CLASSES[key].key == key
+    assert {k: c.__name__ for k, c in MNIST_CLASSES.items()} == loaders._MNIST_FOLDERS
+    assert issubclass(MNIST_CLASSES["mnist"], MNIST)
+    assert FASHION_MNIST_CLASSES == tuple(FashionMNIST.classes)
+
+
 def test_imageset_subset_batches_sample(digits_test):
     mask = digits_test.labels == 7
     by_mask, by_list = digits_test.subset(mask), digits_test.subset(mask.nonzero().flatten().tolist())

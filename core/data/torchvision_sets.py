@@ -20,9 +20,12 @@ MNIST_CLASSES: dict[str, type[MNIST]] = {"mnist": MNIST, "fashion_mnist": Fashio
 
 
 class _LenientCifar:
+    key: str                             # the dataset's name in core.data.loaders._CIFAR_FILES
+
     def _check_integrity(self) -> bool:
-        names = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in names)
+        from core.data.loaders import _cifar_files_present
+
+        return _cifar_files_present(self.key, self.root)
 
     def _load_meta(self) -> None:
         with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as fh:
@@ -31,11 +34,11 @@ class _LenientCifar:
 
 
 class Cifar10(_LenientCifar, CIFAR10):
-    pass
+    key = "cifar10"
 
 
 class Cifar100(_LenientCifar, CIFAR100):
-    pass
+    key = "cifar100"
 
 
 CIFAR_CLASSES: dict[str, type] = {"cifar10": Cifar10, "cifar100": Cifar100}

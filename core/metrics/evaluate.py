@@ -60,7 +60,6 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, forget_class: int | No
                       confusion=confusion_matrix(pred, labels, num_classes).tolist())
 
 
-
 def worst_class_drop(before: Evaluation, after: Evaluation) -> float:
     """:math:`\\max_{c \\ne f} (\\mathrm{acc}_c^{before} - \\mathrm{acc}_c^{after})` over the retain classes with
     images; 0 when there are none."""

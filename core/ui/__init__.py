@@ -19,7 +19,7 @@ _SOURCES = {
                             "model_file_format", "model_graph", "model_zoo", "parameter_count",
                             "read_uploaded_checkpoint", "train_new_model", "trainable_datasets", "unit_word"),
     "core.ui.analysis": ("ClassRelevance", "POOL_PER_CLASS", "SPLIT_SEED", "class_relevance", "display_images",
-                         "erasure_summary", "eval_logits", "evaluation_from_logits", "heldout_data",
+                         "erasure_summary", "evaluation_from_logits", "heldout_data",
                          "image_relevance", "jaccard", "membership_scores", "path_overlap", "test_evaluation",
                          "unit_detail"),
     "core.ui.results": ("bench_run_files", "compare_table", "load_runs", "model_choices", "prediction_matrices",

@@ -47,10 +47,6 @@ def evaluation_from_logits(logits: np.ndarray, eval_set: ImageSet, forget_class:
     return summarize(torch.from_numpy(logits), eval_set.labels, forget_class)
 
 
-def eval_logits(model: nn.Module, eval_set: ImageSet) -> torch.Tensor:
-    return predict_logits(model, eval_set.images)
-
-
 def membership_scores(original: nn.Module, unlearned: nn.Module, dataset: str, forget_class: int,
                       eval_set: ImageSet, data_dir: str | None = None) -> dict:
     """SSD's entropy attack on the forget class's training images, before and after unlearning.

@@ -12,7 +12,6 @@ METHODS = ("zero", "gaussian", "laplace")
 TARGETS = ("auto", "in", "out", "both")
 H_MODES = ("calibrate", "auto")
 SELECTIONS = ("contrast", "frequency")
-KEYS = ("model", "forget", "method", "target", "strength", "k", "h", "selection", "layers", "rule")
 
 
 def _number(text, low: float, high: float) -> float | None:
