@@ -12,10 +12,13 @@ Playwright (never a downloaded browser) and times, from the action to the page b
   right after the model's load, for a second class from the selectbox, and for a third by a link
   (``/unlearn?model=mnist/cnn&forget=7&strength=0.9``, a new session);
 * widget steps   - one step of the strength slider, of K, of H (share mode), a change of target;
-* erase          - "Erase the class direction and relabel" until its table is drawn;
+  back to back by default, or ``--pause S`` seconds after each answer (a person reading it: the
+  Unlearn page prepares the settings a step away meanwhile);
+* erase          - the erase button ("Erase, relabel and repair"; "Erase the class direction and relabel"
+  before the repair) until its table is drawn;
 * requests       - any request to a host other than the local server (there must be none).
 
-Usage: ``python -m benchmarks.dashboard [--data-dir ../shared/data] [--repeats 3] [--shots DIR]``
+Usage: ``python -m benchmarks.dashboard [--data-dir ../shared/data] [--repeats 3] [--pause S] [--shots DIR]``
 (``--shots``: also save screenshots of the Unlearn page at 1280x800 and 1024x768 there), or
 ``--compare OTHER_CHECKOUT [--rounds N]`` to time another checkout and this one alternately in one
 run and print their ratio (this machine's speed drifts by 1.5-2x within an hour).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -116,7 +120,7 @@ class Figures(dict):
             print(f"{key}: {value:.2f}", flush=True)
 
 
-def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROOT) -> dict:
+def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROOT, pause: float = 0.0) -> dict:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
@@ -148,12 +152,16 @@ def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROO
             unlearn_ready(page)
             out["first_visit_after_load_s"] = time.perf_counter() - start
             out["first_visit_other_class_s"] = choose(page, "Forget class", "8")
-            out["strength_step_s"] = statistics.median(slider_step(page, "Strength", "ArrowLeft")
-                                                       for _ in range(repeats))
+
+            def step(label: str, key: str = "ArrowRight") -> float:
+                time.sleep(pause)
+                return slider_step(page, label, key)
+            out["strength_step_s"] = statistics.median(step("Strength", "ArrowLeft") for _ in range(repeats))
             open_settings(page)
-            out["k_step_s"] = statistics.median(slider_step(page, "K: top units") for _ in range(repeats))
+            out["k_step_s"] = statistics.median(step("K: top units") for _ in range(repeats))
             choose(page, "H: units to perturb", "share of layer")
-            out["h_step_s"] = statistics.median(slider_step(page, "H: share of each layer") for _ in range(repeats))
+            out["h_step_s"] = statistics.median(step("H: share of each layer") for _ in range(repeats))
+            time.sleep(pause)
             out["target_change_s"] = choose(page, "Weights to perturb", "outgoing weight to the class")
             start = time.perf_counter()
             page.goto(f"{url}/unlearn?model=mnist/cnn&forget=7&strength=0.9")
@@ -168,7 +176,7 @@ def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROO
                     time.sleep(1.5)
                     page.screenshot(path=str(shots / f"unlearn-{w}x{h}.png"))
 
-            button = page.get_by_role("button", name="Erase the class direction and relabel")
+            button = page.get_by_role("button", name=re.compile(r"^Erase(, relabel| the class direction)"))
             start = time.perf_counter()
             button.click()
             page.get_by_test_id("stDataFrame").wait_for()
@@ -207,16 +215,18 @@ def main() -> None:
                         help="another checkout of the app (e.g. a git worktree of an older commit): run it and this "
                              "one alternately, --rounds times, and print both with their ratio (one run, one machine)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds to wait after each answer before the next widget step (default: none)")
     args = parser.parse_args()
     if args.compare is None:
-        result = run(args.data_dir, args.repeats, args.shots)
+        result = run(args.data_dir, args.repeats, args.shots, pause=args.pause)
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
         return
     runs: dict[str, list[dict]] = {"other": [], "this": []}
     for _ in range(args.rounds):
         for name, root in (("other", args.compare.resolve()), ("this", ROOT)):
             print(f"--- {name}: {root}", flush=True)
-            runs[name].append(run(args.data_dir, args.repeats, None, root))
+            runs[name].append(run(args.data_dir, args.repeats, None, root, args.pause))
     print(f"| what | {args.compare} | this tree | this / other |\n|---|---|---|---|")
     for key, value in runs["this"][0].items():
         if not isinstance(value, float):

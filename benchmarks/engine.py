@@ -43,7 +43,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
     print("\n| measurement (MNIST cnn, forget class 3) | median seconds |\n|---|---|")
     seconds = [unlearn(model, pool, 3, config).seconds for _ in range(args.repeats)]
-    for key in ("relevance_and_selection", "perturbation", "erasure", "relabelling", "total"):
+    for key in ("relevance_and_selection", "perturbation", "erasure", "relabelling", "repair", "total"):
         print(f"| unlearning: {key.replace('_', ' ')} | {statistics.median(s[key] for s in seconds):.4f} |")
 
     result = unlearn(model, pool, 3, config)

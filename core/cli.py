@@ -320,6 +320,7 @@ def cmd_unlearn(args) -> int:
         "retain_acc_before": before.retain_acc, "retain_acc_after": after.retain_acc,
         "selected_units": result.path.units, "target_used": result.config.perturbation.target, "erased_layers": result.erased_layers,
         "relabelling": result.relabelling.to_dict() if result.relabelling else None,
+        "repair": result.repairing.to_dict() if result.repairing else None,
         "seconds_unlearn": result.seconds_unlearn,
         "seconds_breakdown": result.seconds, "analysis_size": len(pool), "analysis_images_used": result.path.settings["n_images"],
         "eval_split": args.eval_split, "eval_size": len(eval_set), "seed": args.seed, "device": str(device), "config": config.to_dict(),
@@ -334,7 +335,7 @@ def cmd_unlearn(args) -> int:
                                           "forget_class": args.forget, "parameters": config.to_dict(),
                                           "target_used": result.config.perturbation.target,
                                           "erased_layers": result.erased_layers,
-                                          "relabelling": report["relabelling"],
+                                          "relabelling": report["relabelling"], "repair": report["repair"],
                                           "metrics": {k: report[k] for k in ("forget_acc_before", "forget_acc_after",
                                                                              "retain_acc_before", "retain_acc_after",
                                                                              "seconds_unlearn", "eval_size")},
@@ -420,6 +421,17 @@ def _relabelling_line(relabelling: dict | None) -> str:
             f"{relabelling['forget_entropy']:.2f} nats, wrong answers {relabelling['wrong_entropy']:.2f})")
 
 
+def _repair_line(repair: dict | None) -> str:
+    if not repair:
+        return "off"
+    if not repair["strength"]:
+        return (f"not applied (no strength did better on the validation part: retain {repair['retain_before']:.1%}, "
+                f"worst single class {100 * repair['worst_class_before']:.1f} points below the original)")
+    return (f"strength {repair['strength']:.2f} (validation retain {repair['retain_before']:.1%} -> "
+            f"{repair['retain_after']:.1%}, worst single class {100 * repair['worst_class_before']:.1f} -> "
+            f"{100 * repair['worst_class_after']:.1f} points below the original)")
+
+
 def format_report(report: dict, classes: list[str]) -> str:
     lines = [f"Forgetting class {report['forget_class']} ({classes[report['forget_class']]}) of "
              f"{report['dataset']}/{report['arch']} on {report['device']}",
@@ -436,11 +448,13 @@ def format_report(report: dict, classes: list[str]) -> str:
               f"(relevance and selection {report['seconds_breakdown']['relevance_and_selection']:.3f} s, "
               f"perturbation {report['seconds_breakdown']['perturbation']:.3f} s, "
               f"erasure {report['seconds_breakdown'].get('erasure', 0.0):.3f} s, "
-              f"relabelling {report['seconds_breakdown'].get('relabelling', 0.0):.3f} s; evaluation not included)",
+              f"relabelling {report['seconds_breakdown'].get('relabelling', 0.0):.3f} s, "
+              f"repair {report['seconds_breakdown'].get('repair', 0.0):.3f} s; evaluation not included)",
               "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items())
               + f" (weights perturbed: {report['target_used']})",
               "class direction erased at: " + (", ".join(report["erased_layers"]) or "no layer"),
-              "second-choice relabelling: " + _relabelling_line(report.get("relabelling"))]
+              "second-choice relabelling: " + _relabelling_line(report.get("relabelling")),
+              "retain repair: " + _repair_line(report.get("repair"))]
     if "saved" in report:
         lines.append(f"wrote {report['saved']}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ st.title("Unlearn a class")
 st.caption("Zero-shot: LRP on held-out pool images finds the class's path, its weights are perturbed; no training "
            "data. Accuracies: the evaluation set, disjoint from the pool.")
 
+common.stop_prefetch()              # the person asked for something: the background steps give way
 lm = common.current_model()
 common.warm_up(lm.checksum, lm)
 pool, eval_set = common.heldout(lm.dataset, common.data_dir())
@@ -57,6 +58,13 @@ explorer_key = f"{lm.checksum}|{cls}|{config_key}"
 before = common.before_evaluation(lm, cls)
 units = {layer: len(sel.units) for layer, sel in result.path.selections.items()}
 forget_positions = (eval_set.labels == cls).nonzero(as_tuple=True)[0].tolist()
+
+
+def example_position() -> int | None:
+    """The evaluation-set position of the chosen example image of the forget class."""
+    if not forget_positions:
+        return None
+    return forget_positions[min(int(st.session_state.get("unl_example", 1)), len(forget_positions)) - 1]
 
 
 def own_image_panel(variant, strength: float, method: str) -> None:
@@ -104,6 +112,7 @@ def own_image_panel(variant, strength: float, method: str) -> None:
 @st.fragment
 def explore() -> None:
     """Slider, metrics and charts: a slider move reruns only this part of the page."""
+    common.stop_prefetch()
     s1, s2 = st.columns([1, 1])
     method = common.shared(s2.radio, "Perturbation", "method", "zero", options=list(METHODS), horizontal=True,
                            format_func=METHOD_LABELS.get,
@@ -141,9 +150,8 @@ def explore() -> None:
     with right:
         test_tab, own_tab = st.tabs(["Test image", "Your own image"])
         with test_tab:
-            if forget_positions:
-                pick = int(st.session_state.get("unl_example", 1))
-                position = forget_positions[min(pick, len(forget_positions)) - 1]
+            position = example_position()
+            if position is not None:
                 rule = config.lrp.rule
                 before_map = common.heatmap_of(lm.checksum, lm.model, position, lm.dataset, cls, rule)
                 after_map = common.heatmap_of(f"{explorer_key}|{strength}|{method}", variant, position, lm.dataset,
@@ -181,23 +189,24 @@ def explore() -> None:
 
 
 def erase_section(variant, strength: float, method: str, after) -> None:
-    st.markdown("##### Inside the model: erase the class direction, then relabel")
+    st.markdown("##### Inside the model: erase the class direction, relabel, repair")
     erase_key = f"erase|{explorer_key}|{strength}|{method}"
     e1, e2 = st.columns([2, 3], gap="large")
-    if e1.button("Erase the class direction and relabel", key="unl_erase",
+    if e1.button("Erase, relabel and repair", key="unl_erase",
                  help="The library default's last steps. A linear eraser (LEACE) fitted on the pool removes what "
                       "still separates the class in the layers before the classifier, folded into their weights; "
                       "then the classifier learns to give the class's images their second choice, as a model that "
-                      "never learned the class would."):
-        with e2.status("Erasing and relabelling...", expanded=True) as status:
+                      "never learned the class would; then it is refitted so that the other classes' answers come "
+                      "back to the original model's (the class's own weights untouched)."):
+        with e2.status("Erasing, relabelling and repairing...", expanded=True) as status:
             summary, models = erase_and_relabel(lm.model, variant, pool, common.eval_caches(lm.checksum, lm), cls,
                                                 step=status.write)
-            status.update(label="Erased and relabelled.", state="complete", expanded=False)
+            status.update(label="Erased, relabelled and repaired.", state="complete", expanded=False)
         st.session_state[erase_key] = (summary, models)
     done = st.session_state.get(erase_key)
     erasure = done[0] if done else None
     if erasure:
-        names = [n for n in ("original", "perturbed", "erased", "relabelled") if n in erasure]
+        names = [n for n in ("original", "perturbed", "erased", "relabelled", "repaired") if n in erasure]
         st.dataframe(
             [{"model": name, "forget accuracy": common.pct(erasure[name]["forget_acc"]),
               "retain accuracy": common.pct(erasure[name]["retain_acc"]),
@@ -208,11 +217,14 @@ def erase_section(variant, strength: float, method: str, after) -> None:
         e2.caption("Erased at: " + (", ".join(erasure["layers"]) or "no layer (each cost too much retain accuracy "
                                     "on the pool's validation part)") + ". Relabelling: "
                    + (f"strength {relabelling['strength']:.2f} ({relabelling['reason']})." if relabelling["strength"]
-                      else relabelling["reason"] + "; no relabelled model."))
+                      else relabelling["reason"] + "; no relabelled model.") + " Repair: "
+                   + (f"strength {erasure['repair']['strength']:.2f} (validation retain "
+                      f"{common.pct(erasure['repair']['retain_before'])} -> {common.pct(erasure['repair']['retain_after'])})."
+                      if erasure["repair"]["strength"] else "not needed on the validation part; no repaired model."))
     else:
         e2.caption("Cutting the path stops the class at the output; its features can still be there inside, and "
                    "the class's images get an unusually flat softmax (high entropy), which a membership attack "
-                   "notices. This runs the eraser and the relabelling on the current setting, step by step.")
+                   "notices. This runs the eraser, the relabelling and the repair on the current setting, step by step.")
     export_section(variant, strength, method, after, done)
 
 
@@ -256,7 +268,7 @@ def export_section(variant, strength: float, method: str, after, done) -> None:
                        "images like unseen ones: the share drops.")
     with x2:
         fmt = ui.model_file_format(lm)
-        downloads = [("perturbed", variant)] + ([(name, done[1][name]) for name in ("erased", "relabelled")
+        downloads = [("perturbed", variant)] + ([(name, done[1][name]) for name in ("erased", "relabelled", "repaired")
                                                  if name in done[1]] if done else [])
         for name, model in downloads:
             stem = f"{lm.dataset}-{lm.card.arch}-forget{cls}-{method}-{strength:.2f}" + \
@@ -280,3 +292,7 @@ def export_section(variant, strength: float, method: str, after, done) -> None:
 
 
 explore()
+# The settings a step away, prepared while the person looks at this answer (full runs only: a slider
+# move reruns the fragment above, with the same path).
+common.prefetch_steps(lm, cls, target, st.session_state.get("cfg_method", "zero"),
+                      st.session_state.get("cfg_strength", 1.0), example_position())

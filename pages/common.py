@@ -7,6 +7,8 @@ starts with ``_`` are not hashed by Streamlit; each such function takes a string
 """
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
 from contextlib import contextmanager
@@ -25,6 +27,32 @@ PAGES = {"model": "pages/1_model.py", "relevance": "pages/2_relevance.py", "path
 
 
 _RUN = threading.local()          # per script-run thread: is app.py's navigation running this page?
+BACKGROUND = "unlearning-lab-"    # the name prefix of this app's background threads (warm-up, prefetch)
+
+
+class _QuietBackground(logging.Filter):
+    """Streamlit warns "missing ScriptRunContext" whenever a cached function runs outside a script run;
+    this app's background threads do that on purpose, so their warnings are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not threading.current_thread().name.startswith(BACKGROUND)
+
+
+_CONTEXT_LOG = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+if not any(isinstance(f, _QuietBackground) for f in _CONTEXT_LOG.filters):
+    _CONTEXT_LOG.addFilter(_QuietBackground())
+_EXITING = threading.Event()
+
+
+@atexit.register
+def _finish_background() -> None:
+    """At interpreter exit, let the background threads finish the step they are on: torch aborts the
+    whole process ("terminate called without an active exception") if a thread is still inside it
+    while the interpreter goes."""
+    _EXITING.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith(BACKGROUND):
+            thread.join(timeout=120)
 
 
 @contextmanager
@@ -153,9 +181,10 @@ def activations(model_id: str, _lm: ui.LoadedModel) -> ui.MemoActivations:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def warm_up(model_id: str, _lm: ui.LoadedModel) -> threading.Thread:
-    """Build, in the background, what a first visit to Unlearn needs for this model (the evaluation
+    """Build, in the background, what a first visit to Unlearn needs for this model: the evaluation
     set's activations before the default layer, at the classifier and before the erasure's layers,
-    and the modules LRP and the probes import)."""
+    and the modules LRP and the probes import. (Also computing the page's answer for the default
+    class here slowed the cold start itself on 2 cores: BENCHMARKS.md, "Dashboard response times".)"""
     def work():
         try:
             layers = ui.analysable_layers(_lm.model, _lm.card)[-1:]
@@ -168,7 +197,7 @@ def warm_up(model_id: str, _lm: ui.LoadedModel) -> threading.Thread:
             import sklearn.preprocessing  # noqa: F401
         except Exception:                 # noqa: BLE001 - a warm-up only saves time; the page computes on demand
             pass
-    thread = threading.Thread(target=work, name=f"warm-{model_id[:8]}", daemon=True)
+    thread = threading.Thread(target=work, name=f"{BACKGROUND}warm-{model_id[:8]}", daemon=True)
     thread.start()
     return thread
 
@@ -218,8 +247,9 @@ def unlearned(model_id: str, _lm: ui.LoadedModel, cls: int, config_key: str, _co
 
 def selection_config(config):
     """The config with method and strength at their base values (they do not change the path), without
-    erasure or relabelling: the page shows what the path perturbation alone does."""
-    return config.override({"perturbation.method": "zero", "perturbation.strength": 1.0, "erasure": None, "relabel": None})
+    erasure, relabelling or repair: the page shows what the path perturbation alone does."""
+    return config.override({"perturbation.method": "zero", "perturbation.strength": 1.0, "erasure": None,
+                            "relabel": None, "repair": None})
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
@@ -311,6 +341,9 @@ def sidebar() -> ui.LoadedModel | None:
 # the other page is shown) and each widget ("w_cfg_*") is seeded from them, so a change on either page
 # is the other page's setting too. The URL carries them (core/ui/share.py).
 H_LABELS = {"share": "share of layer", "auto": "auto (coverage)", "calibrate": "calibrated (library default)"}
+SLIDER_RANGES = {"k": (1.0, 50.0), "h": (1.0, 90.0)}      # K and H in percent, in steps of SLIDER_STEP
+SLIDER_STEP = 0.5
+PREFETCH_DELAY = 0.5      # seconds after an answer before the settings a step away are prepared
 
 
 def _seeded(name: str, default):
@@ -363,58 +396,147 @@ def write_query_params(lm: ui.LoadedModel, **values) -> None:
         st.query_params.from_dict(wanted)
 
 
+def default_forget(lm: ui.LoadedModel) -> int:
+    """The forget class a first visit shows."""
+    return min(3, len(lm.classes) - 1)
+
+
 def forget_class_box(lm: ui.LoadedModel, label: str, container=st, help: str | None = None) -> int:
     n = len(lm.classes)
     if st.session_state.get("cfg_forget") is not None and st.session_state["cfg_forget"] >= n:
         st.session_state.pop("cfg_forget")
         st.session_state.pop("w_cfg_forget", None)
-    return shared(container.selectbox, label, "forget", min(3, n - 1), options=list(range(n)),
+    return shared(container.selectbox, label, "forget", default_forget(lm), options=list(range(n)),
                   format_func=lm.class_label, help=help)
+
+
+def default_path_values(lm: ui.LoadedModel) -> dict:
+    """The path settings' starting values (the library's default): what a first visit shows."""
+    from core.unlearning.config import default_config
+
+    base = default_config()
+    layers_all = ui.analysable_layers(lm.model, lm.card)
+    return {"layers": tuple(layer for layer in (base.selection.layers or layers_all[-1:]) if layer in layers_all),
+            "selection": base.selection.method, "k": round(100 * base.selection.k * 2) / 2, "h_mode": "calibrate",
+            "h": 30.0, "rule": base.lrp.rule}
 
 
 def path_settings(lm: ui.LoadedModel, container=st):
     """The shared path settings (layers, selection, K, H, LRP rule) as widgets; returns the frozen
     selection config both pages use (method and strength at their base values)."""
-    from dataclasses import replace
-
     from core.attribution.relevance import RULES
-    from core.unlearning.config import default_config
 
-    base = default_config()
+    start = default_path_values(lm)
     layers_all = ui.analysable_layers(lm.model, lm.card)
-    default_layers = [layer for layer in (base.selection.layers or layers_all[-1:]) if layer in layers_all]
     c1, c2, c3, c4, c5 = container.columns([3, 2, 2, 2, 2])
     if any(layer not in layers_all for layer in st.session_state.get("cfg_layers") or []):
         st.session_state.pop("cfg_layers")
         st.session_state.pop("w_cfg_layers", None)
-    layers = shared(c1.multiselect, "Layers (input side first)", "layers", default_layers, options=layers_all,
+    layers = shared(c1.multiselect, "Layers (input side first)", "layers", list(start["layers"]), options=layers_all,
                     help="The library analyses the classifier's input (the last one), as the authors do.")
-    selection = shared(c2.selectbox, "Unit selection", "selection", base.selection.method,
+    selection = shared(c2.selectbox, "Unit selection", "selection", start["selection"],
                        options=["contrast", "frequency"],
                        help="contrast: units relevant for this class but not for the others (the library's "
                             "default). frequency: the authors' top-K counting.")
-    k_pct = shared(c3.slider, "K: top units per image (%)", "k", round(100 * base.selection.k * 2) / 2,
-                   min_value=1.0, max_value=50.0, step=0.5, help="Per image, the units kept by relevance (frequency "
-                                                                  "selection; contrast ranks with it too).")
+    k_pct = shared(c3.slider, "K: top units per image (%)", "k", start["k"], min_value=SLIDER_RANGES["k"][0],
+                   max_value=SLIDER_RANGES["k"][1], step=SLIDER_STEP,
+                   help="Per image, the units kept by relevance (frequency selection; contrast ranks with it too).")
     modes = ["calibrate", "share"] + (["auto"] if selection == "contrast" else [])
-    h_mode = shared(c4.selectbox, "H: units to perturb", "h_mode", "calibrate", options=modes,
+    h_mode = shared(c4.selectbox, "H: units to perturb", "h_mode", start["h_mode"], options=modes,
                     format_func=H_LABELS.get,
                     help="calibrated: the smallest share that forgets the class on a validation part of the pool "
                          "while the other classes keep their accuracy. share: the slider below. auto: the "
                          "fewest units covering half of the contrast score.")
-    h_pct = shared(c4.slider, "H: share of each layer (%)", "h", 30.0, min_value=1.0, max_value=90.0, step=0.5,
-                   disabled=h_mode != "share")
-    rule = shared(c5.selectbox, "LRP rule", "rule", base.lrp.rule, options=list(RULES))
+    h_pct = shared(c4.slider, "H: share of each layer (%)", "h", start["h"], min_value=SLIDER_RANGES["h"][0],
+                   max_value=SLIDER_RANGES["h"][1], step=SLIDER_STEP, disabled=h_mode != "share")
+    rule = shared(c5.selectbox, "LRP rule", "rule", start["rule"], options=list(RULES))
     if not layers:
         return None
-    changes = {"selection.layers": tuple(layers), "selection.method": selection, "selection.k": k_pct / 100,
-               "lrp.rule": rule}
-    if h_mode == "calibrate":
+    values = {"layers": tuple(layers), "selection": selection, "k": k_pct, "h_mode": h_mode, "h": h_pct, "rule": rule}
+    st.session_state["_path_values"] = values
+    return path_config(values)
+
+
+def path_config(values: dict):
+    """The selection config of the path settings' values (``path_settings``; the same config, the
+    same cache key, for a prefetched step)."""
+    from dataclasses import replace
+
+    from core.unlearning.config import default_config
+
+    base = default_config()
+    changes = {"selection.layers": values["layers"], "selection.method": values["selection"],
+               "selection.k": values["k"] / 100, "lrp.rule": values["rule"]}
+    if values["h_mode"] == "calibrate":
         config = base.override({**changes, "selection.h": None})
     else:
-        h = h_pct / 100 if h_mode == "share" else "auto"
+        h = values["h"] / 100 if values["h_mode"] == "share" else "auto"
         config = replace(base, calibration=None, selection=replace(base.selection, h=h)).override(changes)
     return selection_config(config)
+
+
+def prepare(lm: ui.LoadedModel, cls: int, values: dict, target: str, method: str, strength: float,
+            position: int | None, stop=lambda: False) -> None:
+    """Into the caches the Unlearn page reads: its path and explorer for these path settings and
+    target, the strength sweep, the model at ``strength`` and the heatmaps of the example image at
+    evaluation-set ``position``; ``stop()`` is asked between these steps (True: leave the rest)."""
+    config = with_target(path_config(values), target)
+    key = repr(config)
+    _, explorer = unlearned(lm.checksum, lm, cls, key, config)
+    explorer_key = f"{lm.checksum}|{cls}|{key}"
+    if stop():
+        return
+    sweep(explorer_key, explorer, method)
+    if stop():
+        return
+    _, variant = perturbed(explorer_key, explorer, strength, method)
+    if position is not None and not stop():
+        heatmap_of(lm.checksum, lm.model, position, lm.dataset, cls, values["rule"])
+        heatmap_of(f"{explorer_key}|{strength}|{method}", variant, position, lm.dataset, cls, values["rule"])
+
+
+def stop_prefetch() -> None:
+    """Stop this session's prefetch after the setting it is on (the person asked for something)."""
+    if st.session_state.get("_prefetch_stop") is not None:
+        st.session_state["_prefetch_stop"].set()
+
+
+def prefetch_steps(lm: ui.LoadedModel, cls: int, target: str, method: str, strength: float,
+                   position: int | None) -> None:
+    """After the Unlearn page is drawn, with H calibrated (where a K step re-runs the calibration): in
+    one background thread, the path, explorer, strength sweep and test-image heatmap of the settings
+    one K step away (either way, the direction last moved first), into the same caches the page
+    reads, so that the next step finds them there. (H steps in share mode and the other targets
+    were prepared too at first; on 2 cores that work slowed the answers it did not serve:
+    BENCHMARKS.md, "Dashboard response times".) The session's next page run
+    stops the thread after the step it is on (:func:`prepare`), and it starts only after
+    ``PREFETCH_DELAY`` seconds without one, so that quick steps in a row do not compete with it; a
+    setting the page asks for meanwhile is computed once (Streamlit's caches lock each key)."""
+    values = st.session_state.get("_path_values")
+    if values is None:
+        return
+    stop_prefetch()
+    stop = st.session_state["_prefetch_stop"] = threading.Event()
+    last, st.session_state["_prefetch_last"] = st.session_state.get("_prefetch_last"), values
+    if values["h_mode"] != "calibrate":      # without calibration a step is quick enough (BENCHMARKS.md)
+        return
+    ranges = {"k": SLIDER_RANGES["k"]}
+    settings = [(v, target) for v in ui.step_neighbours(values, last, ranges, SLIDER_STEP)]
+
+    def stopped() -> bool:
+        return stop.is_set() or _EXITING.is_set()
+
+    def work():
+        if stop.wait(PREFETCH_DELAY):    # stepping again at once: nothing started to compete with it
+            return
+        for v, t in settings:
+            if stopped():
+                return
+            try:
+                prepare(lm, cls, v, t, method, strength, position, stopped)
+            except Exception:        # noqa: BLE001 - a prefetch only saves time; the page computes on demand
+                pass
+    threading.Thread(target=work, name=f"{BACKGROUND}prefetch", daemon=True).start()
 
 
 def with_target(config, target: str):

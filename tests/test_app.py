@@ -213,7 +213,7 @@ def test_upload_of_an_onnx_model_with_its_card_then_unlearn(lenet_files, monkeyp
     at.button(key="unl_erase").click().run()              # the rest of the library default: erase, relabel
     assert not at.exception, [e.value for e in at.exception]
     erasure = at.session_state["unlearn_report"]["erasure"]
-    final = erasure.get("relabelled", erasure["erased"])            # relabelling runs only when it has enough errors
+    final = erasure.get("repaired", erasure.get("relabelled", erasure["erased"]))   # each runs only where it helps
     assert final["forget_acc"] < 0.05
     assert final["retain_acc"] >= erasure["original"]["retain_acc"] - 0.01
     assert file_checksum(source) == checksum
@@ -386,14 +386,15 @@ def test_unlearn_page_erases_the_class_direction_on_demand():
     assert set(erasure["layers"]) <= set(candidate_layers(graph_of(model, (1, 8, 8))))
     assert erasure["original"]["forget_acc"] > 0.5 > erasure["perturbed"]["forget_acc"]
     assert erasure["erased"]["forget_acc"] <= erasure["perturbed"]["forget_acc"] + 0.05
-    ran = erasure["relabelling"]["strength"] > 0
-    assert {"original", "perturbed", "erased"} | ({"relabelled"} if ran else set()) == {
-        row["model"] for row in at.dataframe[0].value.to_dict("records")}     # the relabelled row only if it ran
+    ran, repaired = erasure["relabelling"]["strength"] > 0, erasure["repair"]["strength"] > 0
+    assert {"original", "perturbed", "erased"} | ({"relabelled"} if ran else set()) | (
+        {"repaired"} if repaired else set()) == {row["model"] for row in at.dataframe[0].value.to_dict("records")}
+    # the relabelled and repaired rows only where that step changed the model
     assert erasure["relabelling"]["reason"]     # digits: strength 0 with the reason, or the strength used
     if ran:
         assert erasure["relabelled"]["forget_acc"] <= erasure["erased"]["forget_acc"] + 0.02
     labels = [d.label for d in at.get("download_button")]
-    assert labels == ["Weights", "Card", "Report"] * (3 if ran else 2)     # the erased model too
+    assert labels == ["Weights", "Card", "Report"] * (2 + ran + repaired)     # the erased model too
 
 
 def _digit_png(dark_on_light: bool = False, size: int = 96) -> bytes:
@@ -483,7 +484,7 @@ def test_fast_erase_and_relabel_measures_what_the_full_evaluation_measures(digit
     steps = []
     summary, models = erase_and_relabel(model, variant, pool, caches, 7, step=steps.append)
     slow = ui.erasure_summary(model, variant, pool, eval_set, 7)
-    assert len(steps) == 4 and set(models) <= {"original", "perturbed", "erased", "relabelled"}
+    assert len(steps) == 5 and set(models) <= {"original", "perturbed", "erased", "relabelled", "repaired"}
     for name in models:
         for field in ("forget_acc", "retain_acc", "probe_recall", "forget_entropy"):
             assert summary[name][field] == pytest.approx(slow[name][field], abs=1e-6), (name, field)
@@ -509,6 +510,50 @@ def test_export_writes_a_loadable_checkpoint_and_leaves_the_model(digits_model, 
     tensors = load_bytes(weights)
     assert set(tensors) == set(model.state_dict())
     assert torch.equal(tensors["fc2.weight"], result.model.state_dict()["fc2.weight"])
+
+
+def test_step_neighbours_are_one_slider_step_away_the_last_direction_first():
+    values = {"k": 10.0, "h": 1.0, "h_mode": "share", "rule": "epsilon"}
+    ranges = {"k": (1.0, 50.0), "h": (1.0, 90.0)}
+    assert [(v["k"], v["h"]) for v in ui.step_neighbours(values, None, ranges)] == [(10.5, 1.0), (9.5, 1.0),
+                                                                                   (10.0, 1.5)]   # 0.5 is out
+    down = ui.step_neighbours(values, {**values, "k": 10.5}, ranges)
+    assert [v["k"] for v in down[:2]] == [9.5, 10.5]          # K last moved down: the next step down first
+    moved = ui.step_neighbours(values, {**values, "h": 1.5}, ranges)
+    assert [(v["k"], v["h"]) for v in moved] == [(10.0, 1.5), (10.5, 1.0), (9.5, 1.0)]   # H moved: H first
+    assert ui.step_neighbours({**values, "k": 50.0}, None, {"k": ranges["k"]}) == [{**values, "k": 49.5}]
+    assert all(v["rule"] == "epsilon" and v["h_mode"] == "share" for v in down)
+
+
+def test_the_unlearn_page_prepares_the_next_k_step_in_the_background(monkeypatch):
+    """After an answer, the settings a K step away are computed in the background, into the caches the
+    page reads: the step itself then runs no unlearning."""
+    import core.unlearning.pipeline as pipeline
+
+    calls, real = [], pipeline.unlearn
+
+    def counting(model, pool, cls, config=None, **kwargs):
+        calls.append((cls, round(config.selection.k, 4), "+".join(config.calibration.targets)))
+        return real(model, pool, cls, config, **kwargs)
+
+    def wait_for_prefetch():
+        for thread in threading.enumerate():
+            if thread.name.startswith("unlearning-lab-prefetch"):
+                thread.join(timeout=300)
+
+    monkeypatch.setattr(pipeline, "unlearn", counting)
+    at = new_app("4_unlearn", cfg_forget=5, cfg_k=13.0)        # a class and K no other test asks for
+    wait_for_prefetch()
+    assert (5, 0.13, "out+both") in calls                       # the page's own answer (target auto)
+    assert (5, 0.135, "out+both") in calls and (5, 0.125, "out+both") in calls     # K one step up and down
+    assert {target for c, k, target in calls} == {"out+both"}             # the page's target only
+    calls.clear()
+    at.slider(key="w_cfg_k").set_value(13.5).run()
+    assert not at.exception
+    assert at.session_state["unlearn_report"]["config"]["selection"]["k"] == pytest.approx(0.135)
+    wait_for_prefetch()
+    assert (5, 0.135, "out+both") not in calls                       # found in the cache
+    assert (5, 0.14, "out+both") in calls                            # and the next step up prepared
 
 
 def test_two_sessions_share_the_cache_but_not_their_state():

@@ -283,11 +283,11 @@ def test_every_page_renders_and_is_screenshotted(server, page):
         if below is not None:
             shoot_below(page, f"{name}-charts", below)
         if name == "4-unlearn":                           # the erasure runs on demand
-            page.get_by_role("button", name="Erase the class direction and relabel").click()
+            page.get_by_role("button", name="Erase, relabel and repair").click()
             sync_api.expect(page.get_by_test_id("stDataFrame")).to_have_count(1, timeout=SLOW)
             wait_idle(page)
             assert_no_exception(page)
-            shoot_below(page, "4-unlearn-erase", page.get_by_text("Inside the model: erase the class direction, then relabel"))
+            shoot_below(page, "4-unlearn-erase", page.get_by_text("Inside the model: erase the class direction, relabel, repair"))
     assert len(list(SHOTS.glob("*.png"))) >= 6
 
 

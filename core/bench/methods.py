@@ -349,6 +349,7 @@ def _path_method(model: nn.Module, ctx: UnlearnContext, config) -> UnlearnOutcom
                           {"config": config.to_dict(), "target_used": result.config.perturbation.target, "units": units,
                            "erased_layers": result.erased_layers,
                            "relabelling": result.relabelling.to_dict() if result.relabelling else None,
+                           "repair": result.repairing.to_dict() if result.repairing else None,
                            "engine_seconds": result.seconds})
 
 

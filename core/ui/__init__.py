@@ -25,7 +25,7 @@ _SOURCES = {
     "core.ui.results": ("bench_run_files", "compare_table", "load_runs", "model_choices", "prediction_matrices",
                         "reference_note"),
     "core.ui.share": ("read_params", "write_params"),
-    "core.ui.speed": ("EvalCaches", "MemoActivations", "MemoAnalyzer", "explorer_from"),
+    "core.ui.speed": ("EvalCaches", "MemoActivations", "MemoAnalyzer", "explorer_from", "step_neighbours"),
 }
 _WHERE = {name: module for module, names in _SOURCES.items() for name in names}
 __all__ = sorted(_WHERE)

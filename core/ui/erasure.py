@@ -1,9 +1,10 @@
-"""The Unlearn page's "Erase and relabel": the library default's last two steps, step by step.
+"""The Unlearn page's "Erase, relabel and repair": the library default's last three steps, step by step.
 
 On top of the page's perturbed model: the class direction erased from the layers before the
-classifier (:func:`core.unlearning.pipeline.erase_class_direction`), then second-choice relabelling
-(:func:`core.unlearning.relabel.relabel`), both chosen on the pool's validation part with the
-library's default settings, exactly as :func:`core.unlearning.pipeline.unlearn` does. Each model is
+classifier (:func:`core.unlearning.pipeline.erase_class_direction`), second-choice relabelling
+(:func:`core.unlearning.relabel.relabel`), then the retain repair (:func:`core.unlearning.repair.repair`),
+each chosen on the pool's validation part with the library's default settings, exactly as
+:func:`core.unlearning.pipeline.unlearn` does. Each model is
 then measured on the evaluation set from :class:`core.ui.speed.EvalCaches` (only the layers a model
 changes are re-run), and the representation probe runs once per distinct set of features.
 """
@@ -21,19 +22,22 @@ from core.models.compute import predict_logits
 from core.ui.speed import EvalCaches
 
 STEPS = ("Fitting the erasers on the pool", "Fitting the relabelling on the pool",
-         "Measuring the four models on the evaluation set", "Probing their features for the class")
+         "Refitting the classifier for the other classes", "Measuring the models on the evaluation set",
+         "Probing their features for the class")
 
 
 def erase_and_relabel(original: nn.Module, perturbed: nn.Module, pool: AnalysisPool, caches: EvalCaches,
                       forget_class: int, seed: int = 0,
                       step: Callable[[str], None] | None = None) -> tuple[dict, dict[str, nn.Module]]:
-    """(summary, models): for the original, perturbed, erased and relabelled model, forget / retain
-    accuracy, the probe's recall and the forget images' mean softmax entropy (nats) on the evaluation
-    set; ``step(text)`` is told each stage as it starts. ``relabelled`` is missing from both when
-    relabelling did not run (its strength is 0; the reason is in ``summary["relabelling"]``)."""
+    """(summary, models): for the original, perturbed, erased, relabelled and repaired model,
+    forget / retain accuracy, the probe's recall and the forget images' mean softmax entropy (nats)
+    on the evaluation set; ``step(text)`` is told each stage as it starts. ``relabelled`` is missing
+    from both when relabelling did not run (its strength is 0; the reason is in
+    ``summary["relabelling"]``), ``repaired`` when the repair changed nothing (``summary["repair"]``)."""
     from core.unlearning.config import default_config
     from core.unlearning.pipeline import erase_class_direction
     from core.unlearning.relabel import relabel
+    from core.unlearning.repair import repair
 
     say = step or (lambda text: None)
     eval_set = caches.eval_set
@@ -51,8 +55,13 @@ def erase_and_relabel(original: nn.Module, perturbed: nn.Module, pool: AnalysisP
     if relabelling.strength:
         models["relabelled"] = relabelled
     say(STEPS[2])
-    forwards = {name: caches.forward(model) for name, model in models.items()}
+    repairing, repaired = repair(models.get("relabelled", erased), original, fit, val, forget_class,
+                                 config.repair.shrinkage, original_logits)
+    if repairing.strength:
+        models["repaired"] = repaired
     say(STEPS[3])
+    forwards = {name: caches.forward(model) for name, model in models.items()}
+    say(STEPS[4])
     labels = eval_set.labels.numpy()
     forget = (eval_set.labels == forget_class).numpy()
     rows, probed = {}, []            # (features, result): a model whose features equal another's shares its probe
@@ -66,4 +75,4 @@ def erase_and_relabel(original: nn.Module, perturbed: nn.Module, pool: AnalysisP
         ev = summarize(logits, eval_set.labels, forget_class)
         rows[name] = {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "probe_recall": result.recall,
                       "forget_entropy": float(softmax_entropy(logits)[forget].mean()), "per_class": list(ev.per_class)}
-    return {"layers": layers, "relabelling": relabelling.to_dict(), **rows}, models
+    return {"layers": layers, "relabelling": relabelling.to_dict(), "repair": repairing.to_dict(), **rows}, models

@@ -8,6 +8,8 @@
 * :class:`MemoActivations` - the pool's validation images' activations for the calibration, kept
   the same way.
 * :func:`explorer_from` - a :class:`core.unlearning.explorer.PerturbationExplorer` on those caches.
+* :func:`step_neighbours` - the path settings one slider step away, which the Unlearn page
+  prepares in the background after each answer, so that the next K or H step is a cache hit.
 
 Everything here only reads the model; each object carries a lock, so sessions may share it.
 """
@@ -184,3 +186,22 @@ class MemoAnalyzer:
     def flow(self, *args, **kwargs):
         with self._lock:
             return self._analyzer.flow(*args, **kwargs)
+
+
+def step_neighbours(values: dict, last: dict | None, ranges: dict[str, tuple[float, float]],
+                    step: float = 0.5) -> list[dict]:
+    """The settings ``values`` with one slider (a key of ``ranges``) moved one ``step`` either way,
+    within its range: the slider that moved since ``last`` first (else in the order of ``ranges``),
+    each in the direction it last moved first. Sliders whose key is missing from ``values`` are left out."""
+    names = [name for name in ranges if name in values]
+    moved = [name for name in names if last is not None and last.get(name) != values[name]]
+    out = []
+    for name in moved + [n for n in names if n not in moved]:
+        low, high = ranges[name]
+        value = values[name]
+        down = last is not None and last.get(name) is not None and last[name] > value
+        for delta in ((-step, step) if down else (step, -step)):
+            moved_value = round(value + delta, 6)
+            if low <= moved_value <= high:
+                out.append({**values, name: moved_value})
+    return out

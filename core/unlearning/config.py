@@ -12,9 +12,10 @@ part            what it decides                                   defined in
 ``calibration`` H (and the target) chosen on validation images    :mod:`core.unlearning.calibration`
 ``erasure``     the class direction erased before the classifier  :mod:`core.unlearning.erase`
 ``relabel``     the forget images' second choice taught           :mod:`core.unlearning.relabel`
+``repair``      the retain classes' logits brought back           :mod:`core.unlearning.repair`
 =============== ================================================ ============================
 
-``calibration``, ``erasure`` and ``relabel`` are ``None`` when that stage is skipped. Rules that
+``calibration``, ``erasure``, ``relabel`` and ``repair`` are ``None`` when that stage is skipped. Rules that
 join two parts are checked when the config is made. :data:`PAPER_CONFIG` is the authors' recipe,
 :data:`OURS_CONFIG` this project's default; :meth:`UnlearnConfig.override` changes any setting by its
 dotted name (``{"erasure.budget": 0.01}``), from Python values or from the text a command line gives.
@@ -34,10 +35,11 @@ from core.unlearning.calibration import Calibration
 from core.unlearning.erase import Erasure
 from core.unlearning.perturb import PerturbationSpec
 from core.unlearning.relabel import Relabel
+from core.unlearning.repair import Repair
 
 PARTS: dict[str, type] = {"lrp": LRP, "selection": Selection, "perturbation": PerturbationSpec,
-                          "calibration": Calibration, "erasure": Erasure, "relabel": Relabel}
-OPTIONAL_PARTS = ("calibration", "erasure", "relabel")
+                          "calibration": Calibration, "erasure": Erasure, "relabel": Relabel, "repair": Repair}
+OPTIONAL_PARTS = ("calibration", "erasure", "relabel", "repair")
 SEED_LIMIT = 2 ** 63 - 1
 
 
@@ -45,8 +47,8 @@ SEED_LIMIT = 2 ** 63 - 1
 class UnlearnConfig:
     """The settings of one unlearning run (see the module docstring).
 
-    ``validation_fraction``: share of the analysis pool held back to validate calibration, erasure
-    and relabelling; ``seed``: the run's seed (pool split, image samples, the perturbation's noise)."""
+    ``validation_fraction``: share of the analysis pool held back to validate calibration, erasure,
+    relabelling and repair; ``seed``: the run's seed (pool split, image samples, the perturbation's noise)."""
 
     lrp: LRP = field(default_factory=LRP)
     selection: Selection = field(default_factory=Selection)
@@ -54,6 +56,7 @@ class UnlearnConfig:
     calibration: Calibration | None = None
     erasure: Erasure | None = None
     relabel: Relabel | None = None
+    repair: Repair | None = None
     validation_fraction: float = 0.5
     seed: int = 0
 
@@ -198,11 +201,12 @@ PAPER_CONFIG = UnlearnConfig(perturbation=PerturbationSpec(keep_bias=True))
 # cut their weights to the forget class, or silence them completely (incoming rows, bias, BatchNorm)
 # where that forgets more of the validation images, with no single retain class losing more than
 # 2 points of validation accuracy (one image in 50) besides the budget on the mean, then erase the class direction from the
-# layers before the classifier, and teach the classifier to give the class's images their second
-# choice as surely as a model that never learned the class would.
+# layers before the classifier, teach the classifier to give the class's images their second
+# choice as surely as a model that never learned the class would, and refit it so that the other
+# classes' logits come back to the original model's.
 OURS_CONFIG = UnlearnConfig(selection=Selection(method="contrast", h=None),
                             calibration=Calibration(retain_budget=0.02, class_budget=0.02, targets=("out", "both")),
-                            erasure=Erasure(), relabel=Relabel())
+                            erasure=Erasure(), relabel=Relabel(), repair=Repair())
 
 RECIPES: dict[str, UnlearnConfig] = {"ours": OURS_CONFIG, "paper": PAPER_CONFIG}
 

@@ -2,7 +2,7 @@
 
 :func:`unlearn` is the one-shot call (CLI, benchmark): it finds the path, calibrates how many units
 to take on the validation part of the pool, perturbs them, then (where the settings ask) erases the
-class direction and relabels the forget images.
+class direction, relabels the forget images and repairs the other classes' logits.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from core.unlearning.config import UnlearnConfig, default_config
 from core.unlearning.erase import candidate_layers, choose_layers
 from core.unlearning.perturb import apply_edits, plan_edits
 from core.unlearning.relabel import Relabelling, relabel
+from core.unlearning.repair import Repairing, repair
 
 
 @dataclass
@@ -33,6 +34,7 @@ class UnlearnResult:
     seconds: dict = field(default_factory=dict)
     erased_layers: list[str] = field(default_factory=list)
     relabelling: Relabelling | None = None
+    repairing: Repairing | None = None
 
     @property
     def seconds_unlearn(self) -> float:
@@ -52,7 +54,7 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     (an object with :meth:`core.models.compute.ActivationCache.build`'s signature) may remember
     earlier answers, as the dashboard's do; the results are the same.
 
-    Where a stage needs validation (``config.calibration``, ``erasure`` or ``relabel``), the pool
+    Where a stage needs validation (``config.calibration``, ``erasure``, ``relabel`` or ``repair``), the pool
     is split into an analysis part (fitting; the path's relevance under calibration) and a
     validation part; without calibration the path is found on the whole pool.
 
@@ -66,7 +68,10 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     4. Erasure: the class direction erased from the deepest layers before the classifier whose
        erasure stays within its budget (:func:`core.unlearning.erase.choose_layers`).
     5. Relabelling: the classifier learns, in closed form, to give the class's images their second
-       choice under the original model (:func:`core.unlearning.relabel.relabel`)."""
+       choice under the original model (:func:`core.unlearning.relabel.relabel`).
+    6. Repair: the classifier is refitted, in closed form, towards the original model's logits on
+       the retain images, leaving the forget class's weights as they are
+       (:func:`core.unlearning.repair.repair`)."""
     pool = require_analysis_pool(pool)
     forget_class = check_class(forget_class, pool.info.num_classes)
     config = config or default_config()
@@ -102,8 +107,8 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     variant = apply_edits(model, edits, config.perturbation)
     perturbed = time.perf_counter()
     erased: list[str] = []
-    original_logits = None       # the original model on the validation part: the erasure's and relabelling's gate
-    if config.erasure is not None or config.relabel is not None:
+    original_logits = None       # the original model on the validation part: the later stages' reference
+    if config.erasure is not None or config.relabel is not None or config.repair is not None:
         original_logits = val_cache.tail_logits(model) if val_cache is not None else predict_logits(model, val.images)
     if config.erasure is not None:
         erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, original_logits,
@@ -114,10 +119,15 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         s = config.relabel
         relabelling, variant = relabel(variant, model, fit, val, forget_class, s.budget, s.shrinkage, s.min_wrong,
                                        original_logits)
+    relabelled_at = time.perf_counter()
+    repairing = None
+    if config.repair is not None:
+        repairing, variant = repair(variant, model, fit, val, forget_class, config.repair.shrinkage, original_logits)
     done = time.perf_counter()
     seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed,
-               "erasure": erased_at - perturbed, "relabelling": done - erased_at, "total": done - start}
-    return UnlearnResult(variant, path, config, seconds, erased, relabelling)
+               "erasure": erased_at - perturbed, "relabelling": relabelled_at - erased_at, "repair": done - relabelled_at,
+               "total": done - start}
+    return UnlearnResult(variant, path, config, seconds, erased, relabelling, repairing)
 
 
 def erase_class_direction(perturbed: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,

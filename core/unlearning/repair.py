@@ -1,0 +1,98 @@
+"""Retain repair: the classifier refitted so that the other classes' answers come back.
+
+The path's perturbation, the erasure and the relabelling all move the features the classifier
+reads, and the other classes pay for it unevenly: on CIFAR-10 one retain class can lose 10 points
+while the mean moves by one (BENCHMARKS.md, section 1.1). From the analysis pool alone, a ridge
+regression on the unlearned model's classifier inputs h (fit part of the pool) gives the logit
+change that brings the retain images' logits back to the original model's and leaves the forget
+images' logits as they are,
+
+    D = argmin sum_i ||D [h_i; 1] - t_i||^2 + shrinkage,
+    t_i = z_orig(i) - z(i) for retain images, 0 for forget images; D's forget-class row is 0,
+
+a closed-form logit matching (knowledge distillation by least squares on logits, Ba and Caruana
+2014) folded into the classifier as W += alpha D_W, b += alpha D_b. The forget class's own weights
+are never changed, so the class stays forgotten. The strength alpha is chosen among
+:data:`STRENGTHS` on the validation part: the one with the highest validation retain accuracy, then
+the smallest drop of any single retain class, then the smallest alpha; an alpha that would let
+more validation forget images be recognised is never taken, and alpha = 0 (no change) is always
+among them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.data.sets import AnalysisPool
+from core.errors import check_share
+from core.metrics.evaluate import summarize, worst_class_drop
+from core.models.checkpoints import clone_model
+from core.models.compute import predict_logits
+from core.models.graph import graph_of
+from core.unlearning.relabel import classifier_inputs, fit_logit_shift
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """Refitting the classifier towards the original model's retain logits (:func:`repair`);
+    ``shrinkage`` regularises the ridge fit's covariance."""
+
+    shrinkage: float = 0.1
+
+    def __post_init__(self):
+        check_share(self.shrinkage, "repair.shrinkage")
+
+
+@dataclass
+class Repairing:
+    """What :func:`repair` did, on the validation part: the strength alpha (0: unchanged), the
+    retain accuracy and the largest single retain-class drop from the original, before and after."""
+
+    strength: float
+    retain_before: float
+    retain_after: float
+    worst_class_before: float
+    worst_class_after: float
+
+    def to_dict(self) -> dict:
+        return {name: round(float(getattr(self, name)), 4) for name in
+                ("strength", "retain_before", "retain_after", "worst_class_before", "worst_class_after")}
+
+
+def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
+           shrinkage: float = 0.1, original_val_logits: torch.Tensor | None = None) -> tuple[Repairing, nn.Module]:
+    """(what was done, repaired copy of ``model``): the logit change fitted on ``fit``, its strength
+    chosen on ``val`` (module docstring). ``model`` and ``original`` are untouched;
+    ``original_val_logits``: the original model's logits on ``val`` when the caller has them."""
+    graph = graph_of(original, fit.info.input_shape)
+    if original_val_logits is None:
+        original_val_logits = predict_logits(original, val.images)
+    out = clone_model(model)
+    clf = out.get_submodule(graph.classifier())
+    weight = clf.weight.detach().double().cpu()
+    bias = clf.bias.detach().double().cpu() if clf.bias is not None else torch.zeros(len(weight), dtype=torch.float64)
+    h = classifier_inputs(model, torch.cat([fit.images, val.images]), graph)     # one pass for both parts
+    h_fit, h_val = h[:len(fit)], h[len(fit):]
+    targets = predict_logits(original, fit.images).double() - (h_fit @ weight.T + bias)
+    targets[fit.labels == forget_class] = 0.0
+    targets[:, forget_class] = 0.0
+    d_weight, d_bias = fit_logit_shift(h_fit, targets, shrinkage)
+    d_weight[forget_class], d_bias[forget_class] = 0.0, 0.0
+    base, shift = h_val @ weight.T + bias, h_val @ d_weight.T + d_bias
+    original_eval = summarize(original_val_logits, val.labels, forget_class)
+    trials = {alpha: summarize((base + alpha * shift).float(), val.labels, forget_class) for alpha in STRENGTHS}
+    start = trials[0.0]
+    allowed = [a for a, s in trials.items() if not s.forget_acc > start.forget_acc]
+    alpha = min(allowed, key=lambda a: (-trials[a].retain_acc, worst_class_drop(original_eval, trials[a]), a))
+    if alpha:
+        with torch.no_grad():
+            clf.weight.add_((alpha * d_weight).to(clf.weight))
+            if clf.bias is None:
+                clf.bias = nn.Parameter(torch.zeros(len(weight)).to(clf.weight), requires_grad=False)
+            clf.bias.add_((alpha * d_bias).to(clf.bias))
+    return Repairing(alpha, start.retain_acc, trials[alpha].retain_acc, worst_class_drop(original_eval, start),
+                     worst_class_drop(original_eval, trials[alpha])), out
