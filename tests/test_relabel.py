@@ -29,6 +29,20 @@ def test_logit_shift_is_the_ridge_solution_and_leaves_untargeted_classes():
     assert fitted[:60, 2].mean() > 0.5 > fitted[60:, 2].abs().mean()
 
 
+def test_logit_shift_with_more_dimensions_than_rows_is_the_same_ridge_solution():
+    """The rows'-space solve (a classifier reading a large flattened map) equals the direct one."""
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(40, 300, generator=g, dtype=torch.float64)
+    targets = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    weight, bias = fit_logit_shift(h, targets, shrinkage=0.2)
+    hc, t = h - h.mean(0), targets - targets.mean(0)
+    cov = hc.T @ hc / 40
+    s = 0.8 * cov + 0.2 * cov.diagonal().mean() * torch.eye(300, dtype=torch.float64)
+    direct = torch.linalg.solve(s, hc.T @ t / 40).T
+    assert torch.allclose(weight, direct, atol=1e-8)
+    assert torch.allclose(bias, targets.mean(0) - direct @ h.mean(0), atol=1e-8)
+
+
 def test_strength_stops_at_the_retain_budget():
     labels = torch.tensor([0] * 10 + [1] * 30 + [2] * 30)
     base = torch.zeros(70, 3)

@@ -70,12 +70,20 @@ def second_choices(original: nn.Module, images: torch.Tensor, forget_class: int)
 
 def fit_logit_shift(h: torch.Tensor, targets: torch.Tensor, shrinkage: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """(D_W, D_b) of the ridge regression targets ~ h D_W^T + D_b with covariance
-    S = (1 - shrinkage) Cov(h) + shrinkage * mean(diag Cov(h)) I (centred, so D_b is unpenalised)."""
+    S = (1 - shrinkage) Cov(h) + shrinkage * mean(diag Cov(h)) I (centred, so D_b is unpenalised).
+    With more dimensions than rows (a classifier reading a large flattened map), S^-1 is applied in
+    the rows' space (Woodbury), as in :func:`core.unlearning.erase.fit_eraser`."""
     mu, t_mu = h.mean(0), targets.mean(0)
     hc, n, dim = h - mu, h.shape[0], h.shape[1]
-    cov = hc.T @ hc / n
-    s = (1 - shrinkage) * cov + (shrinkage * cov.diagonal().mean() + 1e-12) * torch.eye(dim, dtype=h.dtype)
-    weight = torch.linalg.solve(s, hc.T @ (targets - t_mu) / n).T
+    rhs = hc.T @ (targets - t_mu) / n
+    alpha = 1 - shrinkage
+    beta = shrinkage * float((hc * hc).sum() / (n * dim)) + 1e-12          # shrinkage * mean(diag Cov(h))
+    if dim <= n or alpha == 0:
+        s = alpha * (hc.T @ hc / n) + beta * torch.eye(dim, dtype=h.dtype)
+        weight = torch.linalg.solve(s, rhs).T
+    else:   # S^-1 = (I - Hc^T (beta n / alpha I + Hc Hc^T)^-1 Hc) / beta
+        small = hc @ hc.T + (beta * n / alpha) * torch.eye(n, dtype=h.dtype)
+        weight = ((rhs - hc.T @ torch.linalg.solve(small, hc @ rhs)) / beta).T
     return weight, t_mu - weight @ mu
 
 
