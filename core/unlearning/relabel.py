@@ -87,6 +87,22 @@ def fit_logit_shift(h: torch.Tensor, targets: torch.Tensor, shrinkage: float = 0
     return weight, t_mu - weight @ mu
 
 
+def classifier_weights(clf: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of the classifier in float64 on the CPU; b = 0 where it has no bias."""
+    weight = clf.weight.detach().double().cpu()
+    bias = clf.bias.detach().double().cpu() if clf.bias is not None else torch.zeros(len(weight), dtype=torch.float64)
+    return weight, bias
+
+
+@torch.no_grad()
+def fold_logit_shift(clf: nn.Linear, d_weight: torch.Tensor, d_bias: torch.Tensor) -> None:
+    """W += D_W, b += D_b in place (a classifier without bias gets one)."""
+    clf.weight.add_(d_weight.to(clf.weight))
+    if clf.bias is None:
+        clf.bias = nn.Parameter(torch.zeros(len(clf.weight)).to(clf.weight), requires_grad=False)
+    clf.bias.add_(d_bias.to(clf.bias))
+
+
 def forget_and_wrong_entropies(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> tuple[float, float, int]:
     """(mean softmax entropy of the forget images, of the retain images answered wrongly (nan when
     none), how many of those)."""
@@ -154,8 +170,7 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
         return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)
     out = clone_model(model)
     clf = out.get_submodule(graph.classifier())
-    w0 = clf.weight.detach().double().cpu()
-    b0 = clf.bias.detach().double().cpu() if clf.bias is not None else torch.zeros(len(w0), dtype=torch.float64)
+    w0, b0 = classifier_weights(clf)
     h_val = classifier_inputs(model, val.images, graph)
     base = h_val @ w0.T + b0
     forget = fit.labels == forget_class
@@ -164,9 +179,5 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
     weight, bias = fit_logit_shift(classifier_inputs(model, fit.images, graph), targets, shrinkage)
     chosen = choose_strength(base, h_val @ weight.T + bias, val.labels, forget_class, budget, min_wrong)
     if chosen.strength > 0:
-        with torch.no_grad():
-            clf.weight.add_((chosen.strength * weight).to(clf.weight))
-            if clf.bias is None:
-                clf.bias = nn.Parameter(torch.zeros(len(w0)).to(clf.weight), requires_grad=False)
-            clf.bias.add_((chosen.strength * bias).to(clf.bias))
+        fold_logit_shift(clf, chosen.strength * weight, chosen.strength * bias)
     return chosen, out

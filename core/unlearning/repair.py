@@ -31,7 +31,7 @@ from core.metrics.evaluate import summarize, worst_class_drop
 from core.models.checkpoints import clone_model
 from core.models.compute import predict_logits
 from core.models.graph import graph_of
-from core.unlearning.relabel import classifier_inputs, fit_logit_shift
+from core.unlearning.relabel import classifier_inputs, classifier_weights, fit_logit_shift, fold_logit_shift
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -73,8 +73,7 @@ def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analys
         original_val_logits = predict_logits(original, val.images)
     out = clone_model(model)
     clf = out.get_submodule(graph.classifier())
-    weight = clf.weight.detach().double().cpu()
-    bias = clf.bias.detach().double().cpu() if clf.bias is not None else torch.zeros(len(weight), dtype=torch.float64)
+    weight, bias = classifier_weights(clf)
     h = classifier_inputs(model, torch.cat([fit.images, val.images]), graph)     # one pass for both parts
     h_fit, h_val = h[:len(fit)], h[len(fit):]
     targets = predict_logits(original, fit.images).double() - (h_fit @ weight.T + bias)
@@ -89,10 +88,6 @@ def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analys
     allowed = [a for a, s in trials.items() if not s.forget_acc > start.forget_acc]
     alpha = min(allowed, key=lambda a: (-trials[a].retain_acc, worst_class_drop(original_eval, trials[a]), a))
     if alpha:
-        with torch.no_grad():
-            clf.weight.add_((alpha * d_weight).to(clf.weight))
-            if clf.bias is None:
-                clf.bias = nn.Parameter(torch.zeros(len(weight)).to(clf.weight), requires_grad=False)
-            clf.bias.add_((alpha * d_bias).to(clf.bias))
+        fold_logit_shift(clf, alpha * d_weight, alpha * d_bias)
     return Repairing(alpha, start.retain_acc, trials[alpha].retain_acc, worst_class_drop(original_eval, start),
                      worst_class_drop(original_eval, trials[alpha])), out
