@@ -18,3 +18,9 @@ def check_whole(value, what: str, least: int = 0) -> None:
     """``value`` must be a whole number of at least ``least``; else one sentence naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise UserError(f"{what} must be a whole number of at least {least}, got {value!r}.")
+
+
+def check_positive(value, what: str) -> None:
+    """``value`` must be a finite number above 0; else one sentence naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UserError(f"{what} must be a number above 0, got {value!r}.")

@@ -200,7 +200,7 @@ def erase_section(variant, strength: float, method: str, after) -> None:
                       "back to the original model's (the class's own weights untouched)."):
         with e2.status("Erasing, relabelling and repairing...", expanded=True) as status:
             summary, models = erase_and_relabel(lm.model, variant, pool, common.eval_caches(lm.checksum, lm), cls,
-                                                step=status.write)
+                                                step=status.write, activations=common.activations(lm.checksum, lm))
             status.update(label="Erased, relabelled and repaired.", state="complete", expanded=False)
         st.session_state[erase_key] = (summary, models)
     done = st.session_state.get(erase_key)

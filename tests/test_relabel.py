@@ -43,6 +43,20 @@ def test_logit_shift_with_more_dimensions_than_rows_is_the_same_ridge_solution()
     assert torch.allclose(bias, targets.mean(0) - direct @ h.mean(0), atol=1e-8)
 
 
+def test_weighted_logit_shift_is_the_fit_with_rows_repeated():
+    """A row of weight 3 counts as that row three times (the repair weighs its forget rows so)."""
+    g = torch.Generator().manual_seed(2)
+    for dims in (8, 60):                                  # the direct solve and the rows'-space one
+        h = torch.randn(30, dims, generator=g, dtype=torch.float64)
+        targets = torch.randn(30, 4, generator=g, dtype=torch.float64)
+        weights = torch.ones(30, dtype=torch.float64)
+        weights[:5] = 3.0
+        repeated = torch.cat([h, h[:5], h[:5]]), torch.cat([targets, targets[:5], targets[:5]])
+        for got, want in zip(fit_logit_shift(h, targets, 0.1, weights), fit_logit_shift(*repeated, 0.1)):
+            assert torch.allclose(got, want, atol=1e-8)
+        assert not torch.allclose(fit_logit_shift(h, targets, 0.1)[0], fit_logit_shift(h, targets, 0.1, weights)[0])
+
+
 def test_strength_stops_at_the_retain_budget():
     labels = torch.tensor([0] * 10 + [1] * 30 + [2] * 30)
     base = torch.zeros(70, 3)

@@ -78,7 +78,7 @@ def wrong_retain_answers(logits: torch.Tensor, labels: torch.Tensor, forget_clas
     return int(wrong_retain_mask(logits, labels, forget_class).sum())
 
 
-def evaluate(model: nn.Module, data: ImageSet, forget_class: int | None = None, batch_size: int = 1024) -> Evaluation:
+def evaluate(model: nn.Module, data: ImageSet, forget_class: int | None = None, batch_size: int | None = None) -> Evaluation:
     """Per-class, forget and retain accuracy of ``model`` on ``data``."""
     return summarize(predict_logits(model, data.images, batch_size), data.labels, forget_class)
 

@@ -1,18 +1,22 @@
-"""Where and how models run: device choice, batched inference, and the activation cache.
+"""Where and how models run: device choice, batched inference, and the activation caches.
 
 The activation cache stores a set of images' live tensors at a cut of the model
 (:mod:`core.models.graph`). A perturbation that only edits layers at or after the cut is then
 re-evaluated by running just the tail: ``logits = tail(cached)`` instead of ``model(images)``.
+:class:`Activations` holds one image set's caches at every cut asked for, so that each edited copy
+of a model runs only the layers its edits change.
 """
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from core.models.graph import Cut, ModelGraph
+from core.models.graph import Cut, ModelGraph, batch_for, graph_of, remembered_graph
 from core.models.tracing import GATE
 
 
@@ -39,9 +43,15 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for ``images`` in batches, on the model's device, returned on the CPU."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits for ``images`` in batches, on the model's device, returned on the CPU. The default
+    batch is the one :meth:`ModelGraph.batch_size` gives where the model's graph is already traced,
+    else one for images 32 times the input's size (:func:`core.models.graph.batch_for`)."""
     device = model_device(model)
+    if batch_size is None:
+        graph = remembered_graph(model)
+        batch_size = graph.batch_size(device) if graph is not None else \
+            batch_for(32 * images[:1].element_size() * images[:1].numel(), device)
     with GATE.run():
         outputs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
@@ -59,13 +69,13 @@ class ActivationCache:
     graph: ModelGraph
     cut: Cut
     activations: tuple[torch.Tensor, ...]
-    batch_size: int = 2048
+    batch_size: int | None = None      # None: the graph's (ModelGraph.batch_size)
     kept: dict[str, torch.Tensor] = field(default_factory=dict)   # other tensors before the cut, on request
 
     @classmethod
     @torch.no_grad()
     def build(cls, model: nn.Module, graph: ModelGraph, images: torch.Tensor, cut: Cut,
-              batch_size: int = 2048, keep: tuple[str, ...] = ()) -> "ActivationCache":
+              batch_size: int | None = None, keep: tuple[str, ...] = ()) -> "ActivationCache":
         """Run the part of ``model`` before ``cut`` once on ``images``; ``keep``: also keep these
         tensors (node names before the cut) from the same pass."""
         extra = [n for n in dict.fromkeys(keep) if n not in cut.live and graph.position[n] < cut.position]
@@ -87,6 +97,100 @@ class ActivationCache:
             return self
         return ActivationCache(self.graph, cut, self.graph.run_segment(model, self.activations, self.cut, cut,
                                                                        self.batch_size), self.batch_size, self.kept)
+
+
+def changed_modules(original: nn.Module, variant: nn.Module) -> list[str]:
+    """Modules of ``variant`` whose parameters or buffers differ from ``original``'s."""
+    before = dict(original.state_dict(keep_vars=True))
+    out = set()
+    for name, tensor in variant.state_dict(keep_vars=True).items():
+        old = before.get(name)
+        if old is None or (tensor is not old and not torch.equal(tensor.detach(), old.detach())):
+            out.add(name.rsplit(".", 1)[0])
+    return sorted(out)
+
+
+class Activations:
+    """One image set's live tensors under ``model`` at any cut of its graph, each built once
+    (carried on from the nearest earlier cut held, else from the images) and kept.
+
+    A copy of ``model`` that equals it before cut C has, at C, exactly the tensors held for
+    ``model``; from C on only the copy's own layers run. So for any edited copy, :meth:`live`,
+    :meth:`forward` and :meth:`features` run only the part after its earliest changed layer
+    (:func:`changed_modules`), and each stage of the pipeline that measures a copy on the pool pays
+    for what it changed, not for the whole model. ``images``: an image set (``.images``,
+    ``.info.input_shape``). Only reads ``model``; the lock lets sessions share one."""
+
+    def __init__(self, model: nn.Module, images):
+        self.model, self.images = model, images
+        self.graph = graph_of(model, tuple(images.info.input_shape))
+        self._caches: dict[int, ActivationCache] = {}
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self.images.images)
+
+    def at(self, cut: Cut) -> ActivationCache:
+        """``model``'s cache at ``cut``: carried on from the nearest earlier cut held, else built."""
+        with self._lock:
+            if cut.position in self._caches and self._caches[cut.position].cut == cut:
+                return self._caches[cut.position]
+            cache = None
+            for base in sorted((c for p, c in self._caches.items() if p < cut.position and c.cut.live),
+                               key=lambda c: -c.cut.position):
+                try:
+                    cache = base.advanced(self.model, cut)
+                    break
+                except Exception:          # noqa: BLE001 - a cut the segment cannot reach: build afresh
+                    cache = None
+            if cache is None:
+                cache = ActivationCache.build(self.model, self.graph, self.images.images, cut)
+            self._caches[cut.position] = cache
+            return cache
+
+    def prepare(self, cuts: Iterable[Cut]) -> None:
+        """Build the caches at ``cuts``, earliest first, so the model runs once over the images."""
+        for cut in sorted({c.position: c for c in cuts}.values(), key=lambda c: c.position):
+            self.at(cut)
+
+    def classifier_cut(self) -> Cut:
+        return self.graph.cut_at_module(self.graph.classifier())
+
+    def start_of(self, variant: nn.Module) -> Cut:
+        """The cut before ``variant``'s earliest layer that differs from ``model`` (the end when none)."""
+        return self.graph.earliest_cut(changed_modules(self.model, variant)) if variant is not self.model \
+            else self.graph.earliest_cut(())
+
+    @torch.no_grad()
+    def live(self, variant: nn.Module, cut: Cut, start: Cut | None = None) -> tuple[torch.Tensor, ...]:
+        """``variant``'s live tensors at ``cut``. ``start``: a cut before which ``variant`` equals
+        ``model`` (found by comparing their weights when not given)."""
+        start = start or self.start_of(variant)
+        if cut.position <= start.position:
+            return self.at(cut).activations
+        base = self.at(start)
+        return self.graph.run_segment(variant, base.activations, start, cut, base.batch_size)
+
+    @torch.no_grad()
+    def forward(self, variant: nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(logits, classifier inputs flattened, whether those inputs are ``model``'s) of ``variant``."""
+        start, classifier = self.start_of(variant), self.classifier_cut()
+        live = self.live(variant, classifier, start)
+        features = live[classifier.live.index(self.graph.classifier_input().name)].flatten(1)
+        return self.graph.run_tail(variant, live, classifier), features, start.position >= classifier.position
+
+    def features(self, variant: nn.Module | None = None) -> torch.Tensor:
+        """The rows h ``variant``'s classifier (last Linear) reads, flattened, float64 on the CPU."""
+        variant = self.model if variant is None else variant
+        classifier = self.classifier_cut()
+        live = self.live(variant, classifier)
+        return live[classifier.live.index(self.graph.classifier_input().name)].flatten(1).double().cpu()
+
+    def logits(self, variant: nn.Module | None = None) -> torch.Tensor:
+        """``variant``'s logits on the images (``model``'s when not given)."""
+        if variant is None or variant is self.model:
+            return self.at(self.classifier_cut()).tail_logits(self.model)
+        return self.forward(variant)[0]
 
 
 @dataclass

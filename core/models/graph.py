@@ -47,6 +47,21 @@ class Cut:
     live: tuple[str, ...]
 
 
+CPU_BATCH_BYTES = 16 * 2**20
+OTHER_DEVICE_BATCH = 1024
+
+
+def batch_for(bytes_per_image: int, device: torch.device | str = "cpu") -> int:
+    """Images per batch. On the CPU: the largest power of two (16 to 2048) whose largest tensor fits
+    in :data:`CPU_BATCH_BYTES`, the size of a large CPU cache; on this project's 2-core machine such a
+    batch ran the shipped models 1.25-2.1x faster than 1,024 images at once (BENCHMARKS.md, "Batch
+    size"). On an accelerator, :data:`OTHER_DEVICE_BATCH`."""
+    if torch.device(device).type != "cpu":
+        return OTHER_DEVICE_BATCH
+    fits = CPU_BATCH_BYTES // max(1, int(bytes_per_image))
+    return 1 << max(4, min(11, fits.bit_length() - 1))
+
+
 class _Compiled:
     """A graph compiled once into a Python function ``forward(self, *inputs)`` that resolves every
     module and attribute on ``self`` at call time, so it runs on any model of the same structure."""
@@ -93,12 +108,23 @@ class ModelGraph(UnitWiring):
             raise UserError("The model must return one tensor of class scores (batch x classes).")
         self.output = output.args[0]
         self.num_classes = self.shape(self.output)[0]
+        self._largest = self.bytes_per_image()
 
     # ------------------------------------------------------------------ what the graph holds
     def shape(self, node: fx.Node) -> tuple[int, ...]:
         """Shape of one image's tensor at ``node`` (without the batch dimension); () for non-tensors."""
         meta = node.meta.get("tensor_meta")
         return tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else ()
+
+    def bytes_per_image(self) -> int:
+        """Bytes of the largest tensor one image makes in the forward pass."""
+        sizes = [meta.dtype.itemsize * int(torch.Size(meta.shape[1:]).numel()) for node in self.nodes
+                 if (meta := node.meta.get("tensor_meta")) is not None and hasattr(meta, "shape")]
+        return max(sizes, default=4)
+
+    def batch_size(self, device: torch.device | str = "cpu") -> int:
+        """Images per batch for this model's parts on ``device`` (:func:`batch_for`)."""
+        return batch_for(self._largest, device)
 
     def module_of(self, node: fx.Node) -> nn.Module | None:
         return self.modules[node.target] if node.op == "call_module" else None
@@ -344,13 +370,16 @@ class ModelGraph(UnitWiring):
     # ------------------------------------------------------------------ running parts, in batches
     @torch.no_grad()
     def run_probe(self, model: nn.Module, images: torch.Tensor, names: Iterable[str],
-                  batch_size: int = 1024) -> tuple[torch.Tensor, ...]:
+                  batch_size: int | None = None) -> tuple[torch.Tensor, ...]:
+        """The tensors ``names`` of ``model`` on ``images``, in batches of ``batch_size`` (default:
+        :meth:`batch_size` for the model's device)."""
         names = tuple(names)
         if not names:
             return ()
         from core.models.compute import model_device     # core.models.compute builds on this module
 
         part, device = self.probe(names), model_device(model)
+        batch_size = batch_size or self.batch_size(device)
         with GATE.run():
             chunks = [part(model, images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         if not chunks:
@@ -358,22 +387,25 @@ class ModelGraph(UnitWiring):
         return tuple(torch.cat([c[k] for c in chunks]) for k in range(len(names)))
 
     @torch.no_grad()
-    def run_tail(self, model: nn.Module, live: tuple[torch.Tensor, ...], cut: Cut, batch_size: int = 2048) -> torch.Tensor:
+    def run_tail(self, model: nn.Module, live: tuple[torch.Tensor, ...], cut: Cut,
+                 batch_size: int | None = None) -> torch.Tensor:
         """Logits of ``model`` from the live tensors at ``cut``, on the CPU."""
         part = self.tail(cut)
         n = len(live[0]) if live else 0
+        batch_size = batch_size or self.batch_size(live[0].device if live else "cpu")
         with GATE.run():
             outputs = [part(model, *(t[i:i + batch_size] for t in live)).float().cpu() for i in range(0, n, batch_size)]
         return torch.cat(outputs) if outputs else torch.empty(0, self.num_classes)
 
     @torch.no_grad()
     def run_segment(self, model: nn.Module, live: tuple[torch.Tensor, ...], start: Cut, stop: Cut,
-                    batch_size: int = 2048) -> tuple[torch.Tensor, ...]:
+                    batch_size: int | None = None) -> tuple[torch.Tensor, ...]:
         """The live tensors at ``stop`` from those at ``start``."""
         if start == stop:
             return live
         part = self.segment(start, stop)
         n = len(live[0]) if live else 0
+        batch_size = batch_size or self.batch_size(live[0].device if live else "cpu")
         with GATE.run():
             chunks = [part(model, *(t[i:i + batch_size] for t in live)) for i in range(0, n, batch_size)]
         return tuple(torch.cat([c[k] for c in chunks]) for k in range(len(stop.live)))
@@ -397,6 +429,12 @@ def adopt(copy_: nn.Module, source: nn.Module) -> None:
     """Let ``copy_`` (a deep copy of ``source``, same structure) use the graphs traced for ``source``."""
     if source in _GRAPHS:
         _GRAPHS[copy_] = _GRAPHS[source]
+
+
+def remembered_graph(model: nn.Module) -> ModelGraph | None:
+    """A graph already traced for ``model`` (any input shape), or None; traces nothing."""
+    per_model = _GRAPHS.get(model)
+    return next(iter(per_model.values()), None) if per_model else None
 
 
 def graph_of(model: nn.Module, input_shape: Iterable[int]) -> ModelGraph:

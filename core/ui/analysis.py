@@ -59,41 +59,30 @@ def membership_scores(original: nn.Module, unlearned: nn.Module, dataset: str, f
 
 def erasure_summary(original: nn.Module, perturbed: nn.Module, pool: AnalysisPool, eval_set: ImageSet,
                     forget_class: int, seed: int = 0) -> dict:
-    """The library default's last three steps on top of the page's perturbed model: the class
-    direction erased from the layers before the classifier (:func:`core.unlearning.erase.choose_layers`),
-    second-choice relabelling (:func:`core.unlearning.relabel.relabel`), then the retain repair
-    (:func:`core.unlearning.repair.repair`, on the relabelled model when relabelling ran), each chosen
-    on the pool's validation part. For the original, perturbed, erased, relabelled and repaired model:
-    forget / retain accuracy, the representation probe's recall and the mean softmax entropy of the
-    forget images (nats), on the evaluation set."""
+    """The library default's last three steps on top of the page's perturbed model
+    (:func:`core.unlearning.pipeline.last_stages`: erasure, relabelling, repair, each chosen on the
+    pool's validation part), measured with plain forward passes: for the original, perturbed, and
+    each model a stage changed, forget / retain accuracy, the representation probe's recall and the
+    mean softmax entropy of the forget images (nats), on the evaluation set. The plain twin of
+    :func:`core.ui.erasure.erase_and_relabel`, which reuses cached activations."""
     from core.metrics.evaluate import softmax_entropy
     from core.metrics.probes import forward_with_features, representation_probe
     from core.unlearning.config import default_config
-    from core.unlearning.pipeline import erase_class_direction
-    from core.unlearning.relabel import relabel
-    from core.unlearning.repair import repair
+    from core.unlearning.pipeline import last_stages
 
     config = default_config().override({"seed": seed})
     fit, val = pool.validation_split(config.validation_fraction, config.seed)
-    original_logits = predict_logits(original, val.images)
-    layers, erased = erase_class_direction(perturbed, original, fit, val, forget_class, config,
-                                           original_val_logits=original_logits)
-    settings = config.relabel
-    relabelling, relabelled = relabel(erased, original, fit, val, forget_class, settings.budget, settings.shrinkage,
-                                      settings.min_wrong, original_logits)
-    repairing, repaired = repair(relabelled if relabelling.strength else erased, original, fit, val, forget_class,
-                                 config.repair.shrinkage, original_logits)
+    done = last_stages(perturbed, original, fit, val, forget_class, config)
     rows = {}
     forget = (eval_set.labels == forget_class).numpy()
-    models = (("original", original), ("perturbed", perturbed), ("erased", erased), ("relabelled", relabelled),
-              ("repaired", repaired))
-    for name, model in models:
+    for name, model in {"original": original, "perturbed": perturbed, **done.models}.items():
         fwd = forward_with_features(model, eval_set.images)
         ev = summarize(fwd.logits, eval_set.labels, forget_class)
         probe = representation_probe(fwd.features.numpy(), eval_set.labels.numpy(), forget_class, seed)
         rows[name] = {"forget_acc": ev.forget_acc, "retain_acc": ev.retain_acc, "probe_recall": probe.recall,
                       "forget_entropy": float(softmax_entropy(fwd.logits)[forget].mean())}
-    return {"layers": layers, "relabelling": relabelling.to_dict(), "repair": repairing.to_dict(), **rows}
+    return {"layers": done.erased_layers, "relabelling": done.relabelling.to_dict(), "repair": done.repairing.to_dict(),
+            **rows}
 
 
 @dataclass

@@ -5,8 +5,8 @@
   strength. The original model's logits, each slider explorer and the erasure summary read them.
 * :class:`MemoAnalyzer` - an LRP analyzer that remembers its answers, so that a K or H step (or a
   second visit to a class) re-selects units from stored relevance instead of re-running LRP.
-* :class:`MemoActivations` - the pool's validation images' activations for the calibration, kept
-  the same way.
+* :class:`MemoActivations` - the pool's images' activations (:class:`core.models.compute.Activations`,
+  one per image set) for the calibration and the last stages, kept the same way.
 * :func:`explorer_from` - a :class:`core.unlearning.explorer.PerturbationExplorer` on those caches.
 * :func:`step_neighbours` - the path settings one slider step away, which the Unlearn page
   prepares in the background after each answer, so that the next K or H step is a cache hit.
@@ -24,42 +24,20 @@ from torch import nn
 from core.attribution.paths import NeuronPath
 from core.attribution.relevance import RelevanceAnalyzer
 from core.data.sets import ImageSet
-from core.models.compute import ActivationCache
-from core.models.graph import Cut, graph_of
+from core.models.compute import Activations
+from core.models.graph import Cut
 from core.unlearning.explorer import PerturbationExplorer, row_edit_cache
 from core.unlearning.perturb import PerturbationSpec, edit_cut, plan_edits
 
 
-class EvalCaches:
-    """The evaluation set's live tensors under ``model`` at any cut, built lazily, kept for reuse."""
+class EvalCaches(Activations):
+    """The evaluation set's live tensors under ``model`` at any cut (:class:`Activations`), with what
+    the dashboard adds: the cut each path layer needs, a warm-up, and remembered probes."""
 
     def __init__(self, model: nn.Module, eval_set: ImageSet):
-        self.model, self.eval_set = model, eval_set
-        self.graph = graph_of(model, tuple(eval_set.info.input_shape))
-        self._caches: dict[int, ActivationCache] = {}
-        self._lock = threading.RLock()
+        super().__init__(model, eval_set)
+        self.eval_set = eval_set
         self._probes: dict[tuple, object] = {}
-
-    def at(self, cut: Cut) -> ActivationCache:
-        """The cache at ``cut``: carried on from the nearest earlier cached cut, else built from the images."""
-        with self._lock:
-            if cut.position in self._caches and self._caches[cut.position].cut == cut:
-                return self._caches[cut.position]
-            earlier = [c for p, c in self._caches.items() if p < cut.position and set(c.cut.live) != set()]
-            cache = None
-            for base in sorted(earlier, key=lambda c: -c.cut.position):
-                try:
-                    cache = base.advanced(self.model, cut)
-                    break
-                except Exception:          # noqa: BLE001 - a cut the segment cannot reach: build afresh
-                    cache = None
-            if cache is None:
-                cache = ActivationCache.build(self.model, self.graph, self.eval_set.images, cut)
-            self._caches[cut.position] = cache
-            return cache
-
-    def classifier_cut(self) -> Cut:
-        return self.graph.cut_at_module(self.graph.classifier())
 
     def layer_cut(self, layer: str) -> Cut:
         """The cut before the earliest weights a path on ``layer`` would change (target "both")."""
@@ -78,11 +56,10 @@ class EvalCaches:
         erasable = candidate_layers(self.graph)[:erasure_layers]
         if erasable:
             cuts.append(self.graph.earliest_cut(erasable))
-        for cut in sorted({c.position: c for c in cuts}.values(), key=lambda c: c.position):
-            self.at(cut)
+        self.prepare(cuts)
 
     def original_logits(self) -> torch.Tensor:
-        return self.at(self.classifier_cut()).tail_logits(self.model)
+        return self.logits()
 
     def probe(self, key: tuple, compute):
         """A probe result remembered under ``key`` (the original model's, per class)."""
@@ -90,33 +67,6 @@ class EvalCaches:
             if key not in self._probes:
                 self._probes[key] = compute()
             return self._probes[key]
-
-    def forward(self, variant: nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(logits, classifier-input features, features unchanged) of ``variant`` (a copy of the model,
-        possibly edited) on the evaluation set, running only what its edits change."""
-        changed = changed_modules(self.model, variant)
-        classifier = self.classifier_cut()
-        source = self.graph.classifier_input().name
-        start = self.graph.earliest_cut(changed)
-        if start.position >= classifier.position:
-            cache = self.at(classifier)
-            features = cache.activations[cache.cut.live.index(source)]
-            return cache.tail_logits(variant), features.flatten(1), True
-        cache = self.at(start)
-        live = self.graph.run_segment(variant, cache.activations, cache.cut, classifier, cache.batch_size)
-        carried = ActivationCache(self.graph, classifier, live, cache.batch_size)
-        return carried.tail_logits(variant), live[classifier.live.index(source)].flatten(1), False
-
-
-def changed_modules(original: nn.Module, variant: nn.Module) -> list[str]:
-    """Modules of ``variant`` whose parameters or buffers differ from ``original``'s."""
-    before = dict(original.state_dict(keep_vars=True))
-    out = set()
-    for name, tensor in variant.state_dict(keep_vars=True).items():
-        old = before.get(name)
-        if old is None or (tensor is not old and not torch.equal(tensor.detach(), old.detach())):
-            out.add(name.rsplit(".", 1)[0])
-    return sorted(out)
 
 
 def explorer_from(caches: EvalCaches, path: NeuronPath, base: PerturbationSpec) -> PerturbationExplorer:
@@ -132,23 +82,23 @@ def explorer_from(caches: EvalCaches, path: NeuronPath, base: PerturbationSpec) 
 
 
 class MemoActivations:
-    """:meth:`ActivationCache.build` for one model, remembering each answer (by the images' bytes, the
-    cut and the tensors kept), so that a K, H or target step re-runs no part of the model on the pool's
-    validation images. Passed to :func:`core.unlearning.pipeline.unlearn` as ``activations``."""
+    """:class:`Activations` of one model, one per image set (by the images' bytes), each remembered,
+    so that a K, H or target step and the erase button re-run no part of the model the pool's
+    images have already been through. Passed to :func:`core.unlearning.pipeline.unlearn` as
+    ``activations``: called as ``memo(model, image_set)``."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._memo: dict[tuple, ActivationCache] = {}
+        self._memo: dict[tuple, Activations] = {}
         self._lock = threading.RLock()
 
-    def build(self, model: nn.Module, graph, images: torch.Tensor, cut: Cut, batch_size: int = 2048,
-              keep: tuple[str, ...] = ()) -> ActivationCache:
+    def __call__(self, model: nn.Module, images) -> Activations:
         if model is not self.model:
-            return ActivationCache.build(model, graph, images, cut, batch_size, keep)
-        key = (_digest(images), tuple(images.shape), cut, tuple(keep), batch_size)
+            return Activations(model, images)
+        key = (_digest(images.images), tuple(images.images.shape))
         with self._lock:
             if key not in self._memo:
-                self._memo[key] = ActivationCache.build(model, graph, images, cut, batch_size, keep)
+                self._memo[key] = Activations(model, images)
             return self._memo[key]
 
 

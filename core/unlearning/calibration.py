@@ -5,7 +5,13 @@ that ranking are tried in order on one working copy. The chosen share is the sma
 lowest validation forget accuracy while the validation retain accuracy drops at most
 ``retain_budget`` and no single retain class's validation accuracy drops more than ``class_budget``
 (shares stop growing at the first that would exceed either; then ``margin_steps`` shares further
-while the budgets allow). With several ``targets`` they are calibrated in turn until one forgets
+while the budgets allow). Where some validation forget images are still recognised at every
+share, shares of the same forget accuracy are told apart by the forget class's mean softmax
+probability p_c on the validation forget images, the lowest taken: the count of 50 images moves in
+steps of 2 points and stalls on one stubborn image, while p_c keeps saying how close the other
+images of the class are to being recognised (on the choice seeds this took the MNIST cnn's worst
+run from 4.5 % to 1.5 % of its held-back forget images; BENCHMARKS.md, section 2).
+With several ``targets`` they are calibrated in turn until one forgets
 the validation images (forget accuracy at most ``max_forget``); of those calibrated, the one with
 the lowest validation forget accuracy is kept (the earlier on a tie).
 """
@@ -76,7 +82,9 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec
     working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
     rows_cache = row_edit_cache(model, cache, full_edits)
     done: dict[str, set[int]] = {name: set() for name in ranked.selections}
-    best, best_forget, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), float("inf"), None
+    best, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), None
+    best_score = (float("inf"), float("inf"))          # (forget accuracy, mean forget-class probability)
+    is_forget = val.labels == forget
     class_budget = float("inf") if calibration.class_budget is None else calibration.class_budget
     for share in CALIBRATION_SHARES:
         candidate = ranked.truncated(share)
@@ -95,13 +103,19 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec
             break
         if margin_left is not None:
             best, margin_left = candidate, margin_left - 1
-        elif score.forget_acc < best_forget:
-            best, best_forget = candidate, score.forget_acc
+        elif (score.forget_acc, forget_probability(logits, is_forget, forget)) < best_score:
+            best, best_score = candidate, (score.forget_acc, forget_probability(logits, is_forget, forget))
             if score.forget_acc == 0.0:
                 margin_left = calibration.margin_steps
         if margin_left == 0:
             break
-    best.settings["validation_forget_acc"] = best_forget
+    best.settings["validation_forget_acc"] = best_score[0]
+    best.settings["validation_forget_probability"] = round(best_score[1], 6)
     return best
+
+
+def forget_probability(logits: torch.Tensor, is_forget: torch.Tensor, forget_class: int) -> float:
+    """p_c: the forget class's mean softmax probability over the forget images (``is_forget``)."""
+    return float(torch.softmax(logits[is_forget], 1)[:, forget_class].mean()) if is_forget.any() else 0.0
 
 

@@ -85,6 +85,11 @@ class UnlearnConfig:
         """Whether any stage needs the validation part of the pool."""
         return any(getattr(self, name) is not None for name in OPTIONAL_PARTS)
 
+    @property
+    def has_last_stages(self) -> bool:
+        """Whether any stage after the perturbation (erasure, relabelling, repair) runs."""
+        return any(getattr(self, name) is not None for name in OPTIONAL_PARTS[1:])
+
     def targets(self) -> tuple[str, ...]:
         """The perturbation targets tried, in order (more than one only under calibration)."""
         if self.calibration is not None and self.calibration.targets:

@@ -31,7 +31,7 @@ from core.data.sets import AnalysisPool
 from core.errors import UserError, check_share, check_whole
 from core.metrics.evaluate import summarize, wrong_retain_answers
 from core.models.checkpoints import clone_model
-from core.models.compute import ActivationCache
+from core.models.compute import Activations
 from core.models.graph import ModelGraph, graph_of
 
 
@@ -132,22 +132,6 @@ def fold_eraser(model: nn.Module, layer: str, eraser: Eraser, reader: str | None
         module.bias = nn.Parameter(shift.clone(), requires_grad=False)
 
 
-def _val_live(model: nn.Module, graph: ModelGraph, val: AnalysisPool, cuts: dict,
-              cache: ActivationCache | None) -> dict[str, torch.Tensor]:
-    """``val``'s tensors live at every cut in ``cuts``, from ``cache`` where it has them (carried on
-    through ``model`` past its cut, or kept before it), the rest from one pass of ``model``."""
-    found: dict[str, torch.Tensor] = {}
-    usable = cache is not None and len(cache) == len(val)
-    for cut in cuts.values():
-        if usable and cut.position >= cache.cut.position:
-            found.update(zip(cut.live, graph.run_segment(model, cache.activations, cache.cut, cut)))
-        elif usable:
-            found.update({name: cache.kept[name] for name in cut.live if name in cache.kept})
-    missing = sorted({n for cut in cuts.values() for n in cut.live} - set(found), key=graph.position.__getitem__)
-    found.update(zip(missing, graph.run_probe(model, val.images, missing)))
-    return found
-
-
 @dataclass(frozen=True)
 class Erasure:
     """Erasing the class direction from the layers before the classifier (:func:`choose_layers`).
@@ -182,33 +166,35 @@ class Erasure:
 def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int, max_layers: int = 6,
                   budget: float = 0.005, shrinkage: float = 0.1, patches_per_image: int = 8,
                   seed: int = 0, error_share: float = 0.0, graph: ModelGraph | None = None,
-                  val_cache: ActivationCache | None = None) -> tuple[list[str], nn.Module]:
+                  fit_acts: Activations | None = None, val_acts: Activations | None = None) -> tuple[list[str], nn.Module]:
     """(layers, erased model): the deepest candidate layers (at most ``max_layers``, from the
     classifier backwards) whose erasure, fitted on ``fit``, lowers the retain accuracy on ``val``
     by at most max(``budget``, ``error_share`` x the retain error of ``model`` on ``val``); stops at
     the first layer that would exceed it.
 
-    Erasing deepest first leaves everything before each candidate unchanged, so one forward pass
-    records every candidate's inputs (and, on ``val``, the live tensors at each candidate's cut,
-    skip connections included) and each trial runs only the part of the model from its layer on.
-    ``graph``: the structure of ``model`` (of the model it was copied from), traced when not given.
-    ``val_cache``: ``val``'s live tensors at a cut of a model that equals ``model`` before that cut
-    (the original, when ``model`` is a copy edited only after it), with tensors before the cut kept
-    (:meth:`core.models.compute.ActivationCache.build`): each candidate's live tensors are carried on from
-    it through ``model`` or taken from what it kept, instead of another pass over ``val``."""
+    Erasing deepest first leaves everything before each candidate unchanged, so the live tensors at
+    each candidate's cut (skip connections included) are found once and each trial runs only the
+    part of the model from its layer on. ``graph``: the structure of ``model`` (of the model it was
+    copied from), traced when not given. ``fit_acts``, ``val_acts``: :class:`Activations` of
+    ``fit`` and ``val`` under a model that ``model`` was edited from (the original), whose tensors
+    before ``model``'s edits are reused; made here for ``model`` itself when not given."""
     graph = graph or graph_of(model, fit.info.input_shape)
     candidates = candidate_layers(graph)[:max_layers]
     erased = clone_model(model)
     if not candidates:
         return [], erased
+    fit_acts, val_acts = fit_acts or Activations(model, fit), val_acts or Activations(model, val)
     cuts = {layer: graph.cut_at_module(layer) for layer in candidates}
-    sources = [graph.call_of(layer).args[0].name for layer in candidates]
-    fit_inputs = dict(zip(candidates, graph.run_probe(erased, fit.images, sources)))
-    val_live = _val_live(erased, graph, val, cuts, val_cache)
+    fit_start, val_start = fit_acts.start_of(model), val_acts.start_of(model)
+    for acts, start in ((fit_acts, fit_start), (val_acts, val_start)):   # earliest first: one pass each
+        acts.prepare([cut if cut.position <= start.position else start for cut in cuts.values()])
+    fit_live = {layer: fit_acts.live(model, cut, fit_start) for layer, cut in cuts.items()}
+    val_live = {layer: val_acts.live(model, cut, val_start) for layer, cut in cuts.items()}
+    fit_inputs = {layer: fit_live[layer][cuts[layer].live.index(graph.call_of(layer).args[0].name)]
+                  for layer in candidates}
 
     def val_logits(trial: nn.Module, layer: str) -> torch.Tensor:
-        cut = cuts[layer]
-        return graph.run_tail(trial, tuple(val_live[name] for name in cut.live), cut)
+        return graph.run_tail(trial, val_live[layer], cuts[layer])
 
     base = summarize(val_logits(erased, candidates[0]), val.labels, forget_class).retain_acc   # the deepest cut: cheapest
     budget = max(budget, error_share * (1 - base))

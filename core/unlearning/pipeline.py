@@ -7,6 +7,7 @@ class direction, relabels the forget images and repairs the other classes' logit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +17,7 @@ from core.attribution.paths import NeuronPath, find_path
 from core.attribution.relevance import RelevanceAnalyzer
 from core.data.sets import AnalysisPool, require_analysis_pool
 from core.errors import UserError
-from core.models.compute import ActivationCache, predict_logits
+from core.models.compute import Activations
 from core.models.graph import fitting_graph, graph_of
 from core.unlearning.calibration import calibrate_path, first_cut
 from core.unlearning.config import UnlearnConfig, default_config
@@ -51,8 +52,8 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
             analyzer: RelevanceAnalyzer | None = None, activations=None) -> UnlearnResult:
     """Forget ``forget_class`` using only the analysis pool (with ``default_config()`` unless a
     config is given). Returns a new model; ``model`` is untouched. ``analyzer`` and ``activations``
-    (an object with :meth:`core.models.compute.ActivationCache.build`'s signature) may remember
-    earlier answers, as the dashboard's do; the results are the same.
+    (called as ``activations(model, image_set)`` for a :class:`core.models.compute.Activations`) may
+    remember earlier answers, as the dashboard's do; the results are the same.
 
     Where a stage needs validation (``config.calibration``, ``erasure``, ``relabel`` or ``repair``), the pool
     is split into an analysis part (fitting; the path's relevance under calibration) and a
@@ -83,20 +84,20 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     calibration = config.calibration
     path = find_path(analyzer, fit if calibration is not None else pool, forget_class, list(sel.layers) if sel.layers else None, sel.k,
                      "all" if calibration is not None else sel.h, sel.method, sel.n_images, config.seed, sel.coverage)
-    val_cache = None
+    make = activations or Activations
+    fit_acts, val_acts = (make(model, fit), make(model, val)) if val is not None else (None, None)
     if calibration is not None:
         ranked, candidates = path, config.targets()
         trials = {t: config.override({"perturbation.target": t}) for t in candidates}
         cuts = {t: first_cut(model, graph, ranked, trials[t].perturbation) for t in candidates}
         first = min(cuts.values(), key=lambda cut: cut.position)
-        keep = tuple(name for layer in candidate_layers(graph)[:config.erasure.max_layers_few_errors]
-                     for name in graph.cut_at_module(layer).live) if config.erasure is not None else ()
-        val_cache = (activations or ActivationCache).build(model, graph, val.images, first, keep=keep)   # every candidate
+        erasable = candidate_layers(graph)[:config.erasure.max_layers] if config.erasure is not None else []
+        early = [graph.earliest_cut(erasable)] if erasable else []
+        val_acts.prepare([first, *early])      # one pass: every target's cut and the erasure's are carried on
         chosen = None
         for target in candidates:   # in order, until one forgets the validation images; the lowest forget kept
             trial = trials[target]
-            found = calibrate_path(model, ranked, val, trial.perturbation, calibration,
-                                   val_cache.advanced(model, cuts[target]))
+            found = calibrate_path(model, ranked, val, trial.perturbation, calibration, val_acts.at(cuts[target]))
             if chosen is None or found.settings["validation_forget_acc"] < chosen[1].settings["validation_forget_acc"]:
                 chosen = (trial, found)
             if found.settings["validation_forget_acc"] <= calibration.max_forget:
@@ -106,39 +107,85 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
     edits = plan_edits(model, path.units, forget_class, config.perturbation, pool.info.input_shape)
     variant = apply_edits(model, edits, config.perturbation)
     perturbed = time.perf_counter()
-    erased: list[str] = []
-    original_logits = None       # the original model on the validation part: the later stages' reference
-    if config.erasure is not None or config.relabel is not None or config.repair is not None:
-        original_logits = val_cache.tail_logits(model) if val_cache is not None else predict_logits(model, val.images)
-    if config.erasure is not None:
-        erased, variant = erase_class_direction(variant, model, fit, val, forget_class, config, original_logits,
-                                                val_cache)
-    erased_at = time.perf_counter()
-    relabelling = None
-    if config.relabel is not None:
-        s = config.relabel
-        relabelling, variant = relabel(variant, model, fit, val, forget_class, s.budget, s.shrinkage, s.min_wrong,
-                                       original_logits)
-    relabelled_at = time.perf_counter()
-    repairing = None
-    if config.repair is not None:
-        repairing, variant = repair(variant, model, fit, val, forget_class, config.repair.shrinkage, original_logits)
+    last = last_stages(variant, model, fit, val, forget_class, config, fit_acts, val_acts) if config.has_last_stages \
+        else LastStages([], None, None, {}, {name: 0.0 for name in STAGES})
     done = time.perf_counter()
-    seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed,
-               "erasure": erased_at - perturbed, "relabelling": relabelled_at - erased_at, "repair": done - relabelled_at,
+    seconds = {"relevance_and_selection": analysed - start, "perturbation": perturbed - analysed, **last.seconds,
                "total": done - start}
-    return UnlearnResult(variant, path, config, seconds, erased, relabelling, repairing)
+    return UnlearnResult(last.model(variant), path, config, seconds, last.erased_layers, last.relabelling,
+                         last.repairing)
+
+
+STAGES = ("erasure", "relabelling", "repair")
+
+
+@dataclass
+class LastStages:
+    """What :func:`last_stages` did: the erased layers, the relabelling and the repair (None where
+    the config has no such stage), the model after each stage that changed it (``"erased"`` whenever
+    erasure ran, ``"relabelled"`` and ``"repaired"`` where their strength is above 0, in that order)
+    and the seconds each stage took."""
+
+    erased_layers: list[str]
+    relabelling: Relabelling | None
+    repairing: Repairing | None
+    models: dict[str, nn.Module]
+    seconds: dict[str, float]
+
+    def model(self, perturbed: nn.Module) -> nn.Module:
+        """The final model: the last stage's, else ``perturbed``."""
+        return list(self.models.values())[-1] if self.models else perturbed
+
+
+def last_stages(perturbed: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
+                config: UnlearnConfig, fit_acts: Activations | None = None, val_acts: Activations | None = None,
+                step: Callable[[str], None] | None = None) -> LastStages:
+    """Stages 4-6 of :func:`unlearn` on ``perturbed`` (``original`` with its path perturbed), each where
+    ``config`` has it: erasure (:func:`erase_class_direction`), relabelling
+    (:func:`core.unlearning.relabel.relabel`) and the repair (:func:`core.unlearning.repair.repair`), each
+    on the model the stage before left. ``fit_acts``, ``val_acts``: the parts' :class:`Activations`
+    under ``original`` when the caller holds them; every stage reads the tensors before its model's
+    first changed layer from them. ``step(name)`` is told each stage (:data:`STAGES`) as it starts."""
+    say = step or (lambda name: None)
+    fit_acts, val_acts = fit_acts or Activations(original, fit), val_acts or Activations(original, val)
+    original_logits = val_acts.logits()           # the later stages' reference
+    models, seconds, erased, relabelling, repairing = {}, {}, [], None, None
+    variant, clock = perturbed, time.perf_counter()
+    if config.erasure is not None:
+        say("erasure")
+        erased, variant = erase_class_direction(variant, original, fit, val, forget_class, config, original_logits,
+                                                fit_acts, val_acts)
+        models["erased"] = variant
+    seconds["erasure"], clock = time.perf_counter() - clock, time.perf_counter()
+    if config.relabel is not None:
+        say("relabelling")
+        s = config.relabel
+        relabelling, relabelled = relabel(variant, original, fit, val, forget_class, s.budget, s.shrinkage, s.min_wrong,
+                                          original_logits, fit_acts, val_acts)
+        if relabelling.strength:
+            models["relabelled"] = variant = relabelled
+    seconds["relabelling"], clock = time.perf_counter() - clock, time.perf_counter()
+    if config.repair is not None:
+        say("repair")
+        repairing, repaired = repair(variant, original, fit, val, forget_class, config.repair.shrinkage, original_logits,
+                                     config.repair.forget_weight, fit_acts, val_acts)
+        if repairing.strength:
+            models["repaired"] = repaired
+    seconds["repair"] = time.perf_counter() - clock
+    return LastStages(erased, relabelling, repairing, models, seconds)
 
 
 def erase_class_direction(perturbed: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool,
                           forget_class: int, config: UnlearnConfig,
-                          original_val_logits: torch.Tensor | None = None,
-                          val_cache: ActivationCache | None = None) -> tuple[list[str], nn.Module]:
+                          original_val_logits: torch.Tensor | None = None, fit_acts: Activations | None = None,
+                          val_acts: Activations | None = None) -> tuple[list[str], nn.Module]:
     """:func:`core.unlearning.erase.choose_layers` with ``config.erasure``'s settings, to the depth
-    :meth:`core.unlearning.erase.Erasure.depth` allows: (erased layers, erased copy)."""
+    :meth:`core.unlearning.erase.Erasure.depth` allows: (erased layers, erased copy). ``fit_acts``,
+    ``val_acts``: the parts' :class:`Activations` under ``original``."""
     settings = config.erasure
+    fit_acts, val_acts = fit_acts or Activations(original, fit), val_acts or Activations(original, val)
     if original_val_logits is None:
-        original_val_logits = predict_logits(original, val.images)
+        original_val_logits = val_acts.logits()
     return choose_layers(perturbed, fit, val, forget_class, settings.depth(original_val_logits, val, forget_class),
                          settings.budget, settings.shrinkage, seed=config.seed, error_share=settings.error_share,
-                         graph=graph_of(original, fit.info.input_shape), val_cache=val_cache)
+                         graph=graph_of(original, fit.info.input_shape), fit_acts=fit_acts, val_acts=val_acts)

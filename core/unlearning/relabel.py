@@ -32,8 +32,8 @@ from core.data.sets import AnalysisPool
 from core.errors import check_share, check_whole
 from core.metrics.evaluate import softmax_entropy, summarize, wrong_retain_answers, wrong_retain_mask
 from core.models.checkpoints import clone_model
-from core.models.compute import predict_logits
-from core.models.graph import ModelGraph, graph_of
+from core.models.compute import Activations, predict_logits
+from core.models.graph import graph_of
 
 
 MAX_STRENGTH = 64.0
@@ -54,28 +54,31 @@ class Relabelling:
                 "forget_entropy": self.forget_entropy, "wrong_entropy": self.wrong_entropy}
 
 
-def classifier_inputs(model: nn.Module, images: torch.Tensor, graph: ModelGraph) -> torch.Tensor:
-    """The rows h the classifier (last Linear) receives, flattened, float64 on the CPU."""
-    source = graph.classifier_input()
-    (h,) = graph.run_probe(model, images, [source.name])
-    return h.flatten(1).double().cpu()
-
-
 def second_choices(original: nn.Module, images: torch.Tensor, forget_class: int) -> torch.Tensor:
     """argmax_{j != c} of the original model's logits: the class each forget image is confused with."""
-    logits = predict_logits(original, images).clone()
+    return best_other(predict_logits(original, images), forget_class)
+
+
+def best_other(logits: torch.Tensor, forget_class: int) -> torch.Tensor:
+    """argmax_{j != c} of each row of ``logits``."""
+    logits = logits.clone()
     logits[:, forget_class] = -float("inf")
     return logits.argmax(1)
 
 
-def fit_logit_shift(h: torch.Tensor, targets: torch.Tensor, shrinkage: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logit_shift(h: torch.Tensor, targets: torch.Tensor, shrinkage: float = 0.1,
+                    weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(D_W, D_b) of the ridge regression targets ~ h D_W^T + D_b with covariance
     S = (1 - shrinkage) Cov(h) + shrinkage * mean(diag Cov(h)) I (centred, so D_b is unpenalised).
-    With more dimensions than rows (a classifier reading a large flattened map), S^-1 is applied in
-    the rows' space (Woodbury), as in :func:`core.unlearning.erase.fit_eraser`."""
-    mu, t_mu = h.mean(0), targets.mean(0)
-    hc, n, dim = h - mu, h.shape[0], h.shape[1]
-    rhs = hc.T @ (targets - t_mu) / n
+    ``weights``: one per row (mean, covariance and cross-covariance weighted by them; all 1 when not
+    given). With more dimensions than rows (a classifier reading a large flattened map), S^-1 is
+    applied in the rows' space (Woodbury), as in :func:`core.unlearning.erase.fit_eraser`."""
+    n, dim = h.shape
+    w = torch.ones(n, dtype=h.dtype) if weights is None else weights.to(h.dtype) * (n / weights.sum())
+    mu, t_mu = (w[:, None] * h).sum(0) / n, (w[:, None] * targets).sum(0) / n
+    root = w.sqrt()[:, None]
+    hc = root * (h - mu)                  # weighted rows: Cov(h) = hc^T hc / n
+    rhs = hc.T @ (root * (targets - t_mu)) / n
     alpha = 1 - shrinkage
     beta = shrinkage * float((hc * hc).sum() / (n * dim)) + 1e-12          # shrinkage * mean(diag Cov(h))
     if dim <= n or alpha == 0:
@@ -157,26 +160,30 @@ class Relabel:
 
 def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
             budget: float = 0.02, shrinkage: float = 0.1, min_wrong: int = 20,
-            original_val_logits: torch.Tensor | None = None) -> tuple[Relabelling, nn.Module]:
+            original_val_logits: torch.Tensor | None = None, fit_acts: Activations | None = None,
+            val_acts: Activations | None = None) -> tuple[Relabelling, nn.Module]:
     """(what was done, relabelled copy of ``model``): fit the second-choice logit shift on ``fit``,
     choose its strength on ``val`` (module docstring). ``model`` and ``original`` are untouched.
     Whether there are ``min_wrong`` wrong answers is judged by the original model's logits on
-    ``val`` (``original_val_logits`` when the caller has them), before any work on ``model``."""
-    graph = graph_of(original, fit.info.input_shape)
+    ``val`` (``original_val_logits`` when the caller has them), before any work on ``model``.
+    ``fit_acts``, ``val_acts``: the parts' :class:`Activations` under ``original`` when the caller
+    holds them (only the layers ``model`` changed are then run)."""
+    fit_acts, val_acts = fit_acts or Activations(original, fit), val_acts or Activations(original, val)
     if original_val_logits is None:
-        original_val_logits = predict_logits(original, val.images)
+        original_val_logits = val_acts.logits()
     wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
     if wrong < min_wrong:
         return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)
+    graph = graph_of(original, fit.info.input_shape)
     out = clone_model(model)
     clf = out.get_submodule(graph.classifier())
     w0, b0 = classifier_weights(clf)
-    h_val = classifier_inputs(model, val.images, graph)
+    h_val = val_acts.features(model)
     base = h_val @ w0.T + b0
     forget = fit.labels == forget_class
     targets = torch.zeros(len(fit), fit.info.num_classes, dtype=torch.float64)
-    targets[forget.nonzero(as_tuple=True)[0], second_choices(original, fit.images[forget], forget_class)] = 1.0
-    weight, bias = fit_logit_shift(classifier_inputs(model, fit.images, graph), targets, shrinkage)
+    targets[forget.nonzero(as_tuple=True)[0], best_other(fit_acts.logits()[forget], forget_class)] = 1.0
+    weight, bias = fit_logit_shift(fit_acts.features(model), targets, shrinkage)
     chosen = choose_strength(base, h_val @ weight.T + bias, val.labels, forget_class, budget, min_wrong)
     if chosen.strength > 0:
         fold_logit_shift(clf, chosen.strength * weight, chosen.strength * bias)
