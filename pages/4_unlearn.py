@@ -201,7 +201,9 @@ def erase_section(variant, strength: float, method: str, after) -> None:
         with e2.status("Erasing, relabelling and repairing...", expanded=True) as status:
             summary, models = erase_and_relabel(lm.model, variant, pool, common.eval_caches(lm.checksum, lm), cls,
                                                 step=status.write, activations=common.activations(lm.checksum, lm))
-            status.update(label="Erased, relabelled and repaired.", state="complete", expanded=False)
+            ran = [name for name in ("erased", "relabelled", "repaired") if name in models] or ["done"]
+            done_text = ", ".join(ran[:-1]) + (" and " if len(ran) > 1 else "") + ran[-1]
+            status.update(label=done_text.capitalize() + ".", state="complete", expanded=False)
         st.session_state[erase_key] = (summary, models)
     done = st.session_state.get(erase_key)
     erasure = done[0] if done else None

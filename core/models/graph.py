@@ -108,7 +108,7 @@ class ModelGraph(UnitWiring):
             raise UserError("The model must return one tensor of class scores (batch x classes).")
         self.output = output.args[0]
         self.num_classes = self.shape(self.output)[0]
-        self._largest = self.bytes_per_image()
+        self._largest: dict[tuple, int] = {}
 
     # ------------------------------------------------------------------ what the graph holds
     def shape(self, node: fx.Node) -> tuple[int, ...]:
@@ -116,15 +116,21 @@ class ModelGraph(UnitWiring):
         meta = node.meta.get("tensor_meta")
         return tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else ()
 
-    def bytes_per_image(self) -> int:
-        """Bytes of the largest tensor one image makes in the forward pass."""
-        sizes = [meta.dtype.itemsize * int(torch.Size(meta.shape[1:]).numel()) for node in self.nodes
+    def bytes_per_image(self, start: int = 0, stop: int | None = None) -> int:
+        """Bytes of the largest tensor one image makes in the forward pass (between node positions
+        ``start`` and ``stop``, the whole pass when not given)."""
+        sizes = [meta.dtype.itemsize * int(torch.Size(meta.shape[1:]).numel()) for node in self.nodes[start:stop]
                  if (meta := node.meta.get("tensor_meta")) is not None and hasattr(meta, "shape")]
         return max(sizes, default=4)
 
-    def batch_size(self, device: torch.device | str = "cpu") -> int:
-        """Images per batch for this model's parts on ``device`` (:func:`batch_for`)."""
-        return batch_for(self._largest, device)
+    def batch_size(self, device: torch.device | str = "cpu", start: int = 0, stop: int | None = None) -> int:
+        """Images per batch on ``device`` (:func:`batch_for`) for the part between node positions
+        ``start`` and ``stop`` (the whole model when not given): a tail after the convolutions runs
+        in larger batches than the whole model."""
+        key = (start, stop)
+        if key not in self._largest:
+            self._largest[key] = self.bytes_per_image(start, stop)
+        return batch_for(self._largest[key], device)
 
     def module_of(self, node: fx.Node) -> nn.Module | None:
         return self.modules[node.target] if node.op == "call_module" else None
@@ -379,7 +385,7 @@ class ModelGraph(UnitWiring):
         from core.models.compute import model_device     # core.models.compute builds on this module
 
         part, device = self.probe(names), model_device(model)
-        batch_size = batch_size or self.batch_size(device)
+        batch_size = batch_size or self.batch_size(device, 0, max(self.position[n] for n in names) + 1)
         with GATE.run():
             chunks = [part(model, images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         if not chunks:
@@ -392,7 +398,7 @@ class ModelGraph(UnitWiring):
         """Logits of ``model`` from the live tensors at ``cut``, on the CPU."""
         part = self.tail(cut)
         n = len(live[0]) if live else 0
-        batch_size = batch_size or self.batch_size(live[0].device if live else "cpu")
+        batch_size = batch_size or self.batch_size(live[0].device if live else "cpu", cut.position)
         with GATE.run():
             outputs = [part(model, *(t[i:i + batch_size] for t in live)).float().cpu() for i in range(0, n, batch_size)]
         return torch.cat(outputs) if outputs else torch.empty(0, self.num_classes)
@@ -405,7 +411,7 @@ class ModelGraph(UnitWiring):
             return live
         part = self.segment(start, stop)
         n = len(live[0]) if live else 0
-        batch_size = batch_size or self.batch_size(live[0].device if live else "cpu")
+        batch_size = batch_size or self.batch_size(live[0].device if live else "cpu", start.position, stop.position)
         with GATE.run():
             chunks = [part(model, *(t[i:i + batch_size] for t in live)) for i in range(0, n, batch_size)]
         return tuple(torch.cat([c[k] for c in chunks]) for k in range(len(stop.live)))
