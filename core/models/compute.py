@@ -70,21 +70,13 @@ class ActivationCache:
     cut: Cut
     activations: tuple[torch.Tensor, ...]
     batch_size: int | None = None      # None: the graph's (ModelGraph.batch_size)
-    kept: dict[str, torch.Tensor] = field(default_factory=dict)   # other tensors before the cut, on request
 
     @classmethod
     @torch.no_grad()
     def build(cls, model: nn.Module, graph: ModelGraph, images: torch.Tensor, cut: Cut,
-              batch_size: int | None = None, keep: tuple[str, ...] = ()) -> "ActivationCache":
-        """Run the part of ``model`` before ``cut`` once on ``images``; ``keep``: also keep these
-        tensors (node names before the cut) from the same pass."""
-        extra = [n for n in dict.fromkeys(keep) if n not in cut.live and graph.position[n] < cut.position]
-        values = graph.run_probe(model, images, list(cut.live) + extra, batch_size)
-        live = values[:len(cut.live)]
-        return cls(graph, cut, live, batch_size, dict(zip(extra, values[len(cut.live):])))
-
-    def __len__(self) -> int:
-        return len(self.activations[0]) if self.activations else 0
+              batch_size: int | None = None) -> "ActivationCache":
+        """Run the part of ``model`` before ``cut`` once on ``images``."""
+        return cls(graph, cut, graph.run_probe(model, images, cut.live, batch_size), batch_size)
 
     @torch.no_grad()
     def tail_logits(self, variant: nn.Module) -> torch.Tensor:
@@ -96,7 +88,7 @@ class ActivationCache:
         if cut == self.cut:
             return self
         return ActivationCache(self.graph, cut, self.graph.run_segment(model, self.activations, self.cut, cut,
-                                                                       self.batch_size), self.batch_size, self.kept)
+                                                                       self.batch_size), self.batch_size)
 
 
 def changed_modules(original: nn.Module, variant: nn.Module) -> list[str]:
@@ -126,9 +118,6 @@ class Activations:
         self.graph = graph_of(model, tuple(images.info.input_shape))
         self._caches: dict[int, ActivationCache] = {}
         self._lock = threading.RLock()
-
-    def __len__(self) -> int:
-        return len(self.images.images)
 
     def at(self, cut: Cut) -> ActivationCache:
         """``model``'s cache at ``cut``: carried on from the nearest earlier cut held, else built."""
@@ -171,20 +160,23 @@ class Activations:
         base = self.at(start)
         return self.graph.run_segment(variant, base.activations, start, cut, base.batch_size)
 
+    def _classifier_rows(self, live: tuple[torch.Tensor, ...], classifier: Cut) -> torch.Tensor:
+        """The classifier's input among the tensors ``live`` at its cut, flattened to rows."""
+        return live[classifier.live.index(self.graph.classifier_input().name)].flatten(1)
+
     @torch.no_grad()
     def forward(self, variant: nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(logits, classifier inputs flattened, whether those inputs are ``model``'s) of ``variant``."""
         start, classifier = self.start_of(variant), self.classifier_cut()
         live = self.live(variant, classifier, start)
-        features = live[classifier.live.index(self.graph.classifier_input().name)].flatten(1)
-        return self.graph.run_tail(variant, live, classifier), features, start.position >= classifier.position
+        return (self.graph.run_tail(variant, live, classifier), self._classifier_rows(live, classifier),
+                start.position >= classifier.position)
 
     def features(self, variant: nn.Module | None = None) -> torch.Tensor:
         """The rows h ``variant``'s classifier (last Linear) reads, flattened, float64 on the CPU."""
-        variant = self.model if variant is None else variant
         classifier = self.classifier_cut()
-        live = self.live(variant, classifier)
-        return live[classifier.live.index(self.graph.classifier_input().name)].flatten(1).double().cpu()
+        live = self.live(self.model if variant is None else variant, classifier)
+        return self._classifier_rows(live, classifier).double().cpu()
 
     def logits(self, variant: nn.Module | None = None) -> torch.Tensor:
         """``variant``'s logits on the images (``model``'s when not given)."""

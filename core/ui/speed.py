@@ -36,8 +36,11 @@ class EvalCaches(Activations):
 
     def __init__(self, model: nn.Module, eval_set: ImageSet):
         super().__init__(model, eval_set)
-        self.eval_set = eval_set
         self._probes: dict[tuple, object] = {}
+
+    @property
+    def eval_set(self) -> ImageSet:
+        return self.images
 
     def layer_cut(self, layer: str) -> Cut:
         """The cut before the earliest weights a path on ``layer`` would change (target "both")."""

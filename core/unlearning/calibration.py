@@ -103,8 +103,8 @@ def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec
             break
         if margin_left is not None:
             best, margin_left = candidate, margin_left - 1
-        elif (score.forget_acc, forget_probability(logits, is_forget, forget)) < best_score:
-            best, best_score = candidate, (score.forget_acc, forget_probability(logits, is_forget, forget))
+        elif (scored := (score.forget_acc, forget_probability(logits, is_forget, forget))) < best_score:
+            best, best_score = candidate, scored
             if score.forget_acc == 0.0:
                 margin_left = calibration.margin_steps
         if margin_left == 0:
