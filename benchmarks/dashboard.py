@@ -11,7 +11,8 @@ Playwright (never a downloaded browser) and times, from the action to the page b
 * first visit    - opening /unlearn for a class never shown (the path found, the metrics drawn):
   right after the model's load, for a second class from the selectbox, and for a third by a link
   (``/unlearn?model=mnist/cnn&forget=7&strength=0.9``, a new session);
-* widget steps   - one step of the strength slider, of K, of H (share mode), a change of target;
+* widget steps   - one step of the strength slider, of K, of H (share mode), a change of target
+  (from opening its list, and from clicking the option: the change itself);
   back to back by default, or ``--pause S`` seconds after each answer (a person reading it: the
   Unlearn page prepares the settings a step away meanwhile);
 * erase          - the erase button ("Erase, relabel and repair"; "Erase the class direction and relabel"
@@ -92,11 +93,21 @@ def slider_step(page, label: str, key: str = "ArrowRight") -> float:
     return timed(page, lambda: thumb.press(key))
 
 
-def choose(page, label: str, option: str) -> float:
+def choose(page, label: str, option: str, picked: list[float] | None = None) -> float:
+    """Seconds from opening the selectbox's list to the page idle again; ``picked`` gets the seconds
+    from clicking the option (the change itself) to the same moment."""
+    clicked = []
+
     def act():
         page.get_by_test_id("stSelectbox").filter(has_text=label).get_by_role("combobox").click()
-        page.get_by_role("option", name=option, exact=True).click()
-    return timed(page, act)
+        option_ = page.get_by_role("option", name=option, exact=True)
+        option_.wait_for()
+        clicked.append(time.perf_counter())
+        option_.click()
+    seconds = timed(page, act)
+    if picked is not None:
+        picked.append(time.perf_counter() - clicked[0] - 0.15)
+    return seconds
 
 
 def open_settings(page) -> None:
@@ -162,7 +173,9 @@ def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROO
             choose(page, "H: units to perturb", "share of layer")
             out["h_step_s"] = statistics.median(step("H: share of each layer") for _ in range(repeats))
             time.sleep(pause)
-            out["target_change_s"] = choose(page, "Weights to perturb", "outgoing weight to the class")
+            picked: list[float] = []
+            out["target_change_s"] = choose(page, "Weights to perturb", "outgoing weight to the class", picked)
+            out["target_change_from_pick_s"] = picked[0]
             start = time.perf_counter()
             page.goto(f"{url}/unlearn?model=mnist/cnn&forget=7&strength=0.9")
             unlearn_ready(page)

@@ -2,12 +2,16 @@
 and the batch size the CPU runs them in (real MNIST, the shipped cnn)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from core.models import graph as graph_module
 from core.models.checkpoints import clone_model
 from core.models.compute import Activations, predict_logits
 from core.models.graph import batch_for, graph_of
+from core.unlearning.erase import choose_layers
+from core.unlearning.explorer import edited_rows, row_edit_cache
+from core.unlearning.perturb import PerturbationSpec, apply_edits, edit_cut, plan_edits
 from core.unlearning.pipeline import unlearn
 
 
@@ -67,3 +71,105 @@ def test_the_default_runs_each_pool_image_through_the_model_once(mnist_model, mn
     result = unlearn(model, pool, 4)
     assert result.erased_layers and result.repairing is not None
     assert sum(passes) == len(pool)                      # the validation part once, the fit part once
+
+
+class _ViewNet(torch.nn.Module):
+    """A convolution whose output is reshaped with ``view``, which a channels-last tensor refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_convolutions_run_channels_last_where_the_model_allows_it(mnist_model, mnist_split):
+    """The shipped cnn's compiled parts keep convolution outputs channels-last and give the model's
+    own answers; a model that ``view``s a convolution's output keeps the usual layout and runs too."""
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    graph = graph_of(model, (1, 28, 28))
+    assert graph.channels_last
+    (pooled,) = graph.run_probe(model, pool.images, ["pool1"])
+    assert pooled.is_contiguous(memory_format=torch.channels_last) and not pooled.is_contiguous()
+    with torch.no_grad():
+        plain = model(pool.images)
+    assert torch.allclose(Activations(model, pool).logits(), plain, atol=1e-4)
+    assert (Activations(model, pool).logits().argmax(1) == plain.argmax(1)).all()
+
+    viewer = _ViewNet().eval()
+    with pytest.raises(RuntimeError, match="view"):          # what the layout check guards against
+        torch.relu(viewer.conv(pool.images[:2])).contiguous(memory_format=torch.channels_last).view(2, -1)
+    other = graph_of(viewer, (1, 28, 28))
+    assert not other.channels_last
+    with torch.no_grad():
+        expected = viewer(pool.images)
+    assert torch.allclose(Activations(viewer, pool).logits(), expected, atol=1e-5)
+
+
+def test_a_row_cache_read_from_activations_answers_the_same_and_leaves_them_unchanged(mnist_model, mnist_split):
+    """A row cache over fc1 takes fc1's output from the image set's Activations (run once, kept
+    there for the next path) instead of running fc1 itself: the same logits, and its in-place row
+    updates never reach the tensors the Activations hold for everyone else."""
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    spec = PerturbationSpec(target="in")
+    edits = plan_edits(model, {"relu3": [3, 7, 11, 40]}, 2, spec, (1, 28, 28))
+    acts = Activations(model, pool)
+    cache = acts.at(edit_cut(acts.graph, edits))
+    shared, alone = row_edit_cache(model, cache, edits, acts), row_edit_cache(model, cache, edits)
+    assert shared is not None and alone is not None
+    held = acts.at(shared.cut).activations[shared.slot]
+    before = held.clone()
+    variant = apply_edits(model, edits, spec)
+    rows = edited_rows(edits, shared.layer)
+    assert torch.allclose(shared.recomputed_logits(variant, rows), alone.recomputed_logits(variant, rows), atol=1e-5)
+    assert torch.allclose(shared.recomputed_logits(variant, rows), predict_logits(variant, pool.images), atol=1e-4)
+    assert torch.equal(held, before) and acts.at(shared.cut).activations[shared.slot] is held
+
+
+def test_the_erased_model_shares_no_tensor_with_the_model_it_was_erased_from(mnist_model, mnist_split):
+    """Erasure tries each layer on a copy of that layer alone, but the model it returns is a copy of
+    its own: editing it leaves the input (and the original) as they were."""
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    fit, val = pool.validation_split(0.5, 0)
+    variant = clone_model(model)
+    layers, erased = choose_layers(variant, fit, val, 3, 2, fit_acts=Activations(model, fit),
+                                   val_acts=Activations(model, val))
+    assert layers[0] == "fc1"
+    mine = {t.data_ptr() for t in erased.state_dict().values()}
+    assert not mine & {t.data_ptr() for m in (variant, model) for t in m.state_dict().values()}
+    assert not torch.equal(erased.fc1.weight, variant.fc1.weight) and torch.equal(erased.conv1.weight, variant.conv1.weight)
+
+
+def test_a_copy_that_changes_only_the_classifier_reads_the_inputs_of_the_one_before(mnist_model, mnist_split,
+                                                                                   monkeypatch):
+    """``forward_each`` (the erase button's measurement): after an erased model, a relabelled or
+    repaired copy of it, whose classifier alone differs, runs no layer before its classifier again."""
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    erased, repaired = clone_model(model), None
+    with torch.no_grad():
+        erased.get_submodule("conv2").weight.mul_(0.9)
+        repaired = clone_model(erased)
+        repaired.get_submodule("fc2").bias.add_(0.5)
+    acts = Activations(model, pool)
+    acts.prepare([acts.graph.cut_at_module("conv2"), acts.classifier_cut()])
+    segments: list[int] = []
+    real = graph_module.ModelGraph.run_segment
+
+    def counted(self, m, live, start, stop, batch_size=None):
+        segments.append(start.position)
+        return real(self, m, live, start, stop, batch_size)
+
+    monkeypatch.setattr(graph_module.ModelGraph, "run_segment", counted)
+    got = acts.forward_each({"original": model, "erased": erased, "repaired": repaired})
+    assert len(segments) == 1                              # the erased model's layers from conv2, once
+    for name, m in (("original", model), ("erased", erased), ("repaired", repaired)):
+        assert torch.allclose(got[name][0], predict_logits(m, pool.images), atol=1e-4), name
+    assert torch.equal(got["erased"][1], got["repaired"][1])
+    assert [got[n][2] for n in ("original", "erased", "repaired")] == [True, False, False]

@@ -172,6 +172,23 @@ class Activations:
         return (self.graph.run_tail(variant, live, classifier), self._classifier_rows(live, classifier),
                 start.position >= classifier.position)
 
+    @torch.no_grad()
+    def forward_each(self, variants: dict[str, nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor, bool]]:
+        """:meth:`forward` of each variant, in order. A variant that differs from the one before it
+        only in the classifier (relabelling and the repair change nothing else) reads that one's
+        classifier inputs, so only its classifier runs."""
+        classifier, out = self.classifier_cut(), {}
+        last = None                                  # (variant, its live tensors at the classifier, unchanged)
+        for name, variant in variants.items():
+            if last is not None and set(changed_modules(last[0], variant)) <= {self.graph.classifier()}:
+                live, unchanged = last[1], last[2]
+            else:
+                start = self.start_of(variant)
+                live, unchanged = self.live(variant, classifier, start), start.position >= classifier.position
+            out[name] = (self.graph.run_tail(variant, live, classifier), self._classifier_rows(live, classifier), unchanged)
+            last = (variant, live, unchanged)
+        return out
+
     def features(self, variant: nn.Module | None = None) -> torch.Tensor:
         """The rows h ``variant``'s classifier (last Linear) reads, flattened, float64 on the CPU."""
         classifier = self.classifier_cut()
@@ -207,17 +224,24 @@ class LinearRowCache:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model: nn.Module, cache: ActivationCache, layer: str, rows: list[int]) -> "LinearRowCache | None":
-        """From a cache at the cut just before ``layer``; None when its input is not one flat tensor."""
+    def build(cls, model: nn.Module, cache: ActivationCache, layer: str, rows: list[int],
+              activations: "Activations | None" = None) -> "LinearRowCache | None":
+        """From a cache at the cut just before ``layer``; None when its input is not one flat tensor.
+        ``activations``: the same images' :class:`Activations` under ``model``, whose cache after the
+        layer is then read (and kept there for the next path) instead of running the layer here."""
         graph = cache.graph
         call = graph.call_of(layer)
         source = call.args[0]
         if source.name not in cache.cut.live or len(graph.shape(source)) != 1:
             return None
         after = graph.cut_after(call)
-        live = graph.run_segment(model, cache.activations, cache.cut, after, cache.batch_size)
-        return cls(graph, layer, after, cache.activations[cache.cut.live.index(source.name)], live,
-                   after.live.index(call.name), sorted(rows))
+        slot = after.live.index(call.name)
+        if activations is not None and activations.model is model:
+            held = activations.at(after).activations      # z is edited in place below: a copy of it alone
+            live = held[:slot] + (held[slot].clone(),) + held[slot + 1:]
+        else:
+            live = graph.run_segment(model, cache.activations, cache.cut, after, cache.batch_size)
+        return cls(graph, layer, after, cache.activations[cache.cut.live.index(source.name)], live, slot, sorted(rows))
 
     @property
     def outputs(self) -> torch.Tensor:

@@ -47,7 +47,7 @@ def erase_and_relabel(original: nn.Module, perturbed: nn.Module, pool: AnalysisP
                        step=lambda name: say(STEPS[name]))
     models = {"original": original, "perturbed": perturbed, **done.models}
     say(STEPS["measure"])
-    forwards = {name: caches.forward(model) for name, model in models.items()}
+    forwards = caches.forward_each(models)      # relabelled and repaired: only their classifier runs
     say(STEPS["probe"])
     labels = eval_set.labels.numpy()
     forget = (eval_set.labels == forget_class).numpy()

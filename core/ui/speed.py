@@ -80,7 +80,7 @@ def explorer_from(caches: EvalCaches, path: NeuronPath, base: PerturbationSpec) 
     explorer.graph = caches.graph
     edits = plan_edits(caches.model, path.units, path.forget_class, base, explorer.input_shape)
     explorer.cache = caches.at(edit_cut(caches.graph, edits))
-    explorer.rows_cache = row_edit_cache(caches.model, explorer.cache, edits)
+    explorer.rows_cache = row_edit_cache(caches.model, explorer.cache, edits, caches)
     return explorer
 
 

@@ -26,11 +26,11 @@ from core.attribution.paths import NeuronPath
 from core.data.sets import AnalysisPool
 from core.errors import UserError, check_share, check_whole
 from core.metrics.evaluate import summarize, worst_class_drop
-from core.models.checkpoints import clone_model
-from core.models.compute import ActivationCache
+from core.models.compute import Activations
 from core.models.graph import Cut, ModelGraph, graph_of
 from core.unlearning.explorer import edited_rows, row_edit_cache
-from core.unlearning.perturb import TARGETS, PerturbationSpec, edit_cut, edit_in_place, plan_edits
+from core.unlearning.perturb import (TARGETS, PerturbationSpec, edit_cut, edit_in_place, edited_modules, plan_edits,
+                                     shallow_variant)
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,22 @@ def first_cut(model: nn.Module, graph: ModelGraph, ranked: NeuronPath, spec: Per
 
 
 def calibrate_path(model: nn.Module, ranked: NeuronPath, val: AnalysisPool, spec: PerturbationSpec,
-                   calibration: Calibration, cache: ActivationCache | None = None) -> NeuronPath:
+                   calibration: Calibration, activations: Activations | None = None) -> NeuronPath:
     """Cut a fully ranked path to the share of units chosen on the validation part of the pool:
     the smallest share reaching the lowest forget accuracy within the retain budget, then
     the calibration's ``margin_steps`` shares further while the budget allows (a safety margin: the validation part
-    holds few forget images). Shares grow on one working copy, each step editing only new units."""
+    holds few forget images). Shares grow on one working copy, each step editing only new units.
+    ``activations``: ``val``'s :class:`Activations` under ``model`` (the original model's logits and
+    the tensors before the path's first layer are read from it; made here when not given)."""
     shape, forget = val.info.input_shape, ranked.forget_class
     graph = graph_of(model, shape)
     full_edits = plan_edits(model, ranked.truncated(1.0).units, forget, spec, shape)
-    cache = cache or ActivationCache.build(model, graph, val.images, edit_cut(graph, full_edits))
-    base = summarize(cache.tail_logits(model), val.labels, forget)
-    working, generator = clone_model(model), torch.Generator().manual_seed(spec.seed)
-    rows_cache = row_edit_cache(model, cache, full_edits)
+    activations = activations if activations is not None and activations.model is model else Activations(model, val)
+    cache = activations.at(edit_cut(graph, full_edits))
+    base = summarize(activations.logits(), val.labels, forget)
+    working = shallow_variant(model, edited_modules(full_edits))     # the full path's layers copied, the rest shared
+    generator = torch.Generator().manual_seed(spec.seed)
+    rows_cache = row_edit_cache(model, cache, full_edits, activations)
     done: dict[str, set[int]] = {name: set() for name in ranked.selections}
     best, margin_left = ranked.truncated(CALIBRATION_SHARES[0]), None
     best_score = (float("inf"), float("inf"))          # (forget accuracy, mean forget-class probability)

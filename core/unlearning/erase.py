@@ -33,6 +33,7 @@ from core.metrics.evaluate import summarize, wrong_retain_answers
 from core.models.checkpoints import clone_model
 from core.models.compute import Activations
 from core.models.graph import ModelGraph, graph_of
+from core.unlearning.perturb import shallow_variant
 
 
 @dataclass
@@ -180,9 +181,9 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
     before ``model``'s edits are reused; made here for ``model`` itself when not given."""
     graph = graph or graph_of(model, fit.info.input_shape)
     candidates = candidate_layers(graph)[:max_layers]
-    erased = clone_model(model)
     if not candidates:
-        return [], erased
+        return [], clone_model(model)
+    erased = model                     # each trial copies only its layer (and reader); one deep copy at the end
     fit_acts, val_acts = fit_acts or Activations(model, fit), val_acts or Activations(model, val)
     cuts = {layer: graph.cut_at_module(layer) for layer in candidates}
     fit_start, val_start = fit_acts.start_of(model), val_acts.start_of(model)
@@ -201,10 +202,11 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
     generator, chosen = torch.Generator().manual_seed(seed), []
     for layer in candidates:
         rows, labels = _rows(erased.get_submodule(layer), fit_inputs[layer], fit.labels, patches_per_image, generator)
-        trial = clone_model(erased)
-        fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage), graph.successor(layer))
+        reader = graph.successor(layer)
+        trial = shallow_variant(erased, [layer] + ([reader] if reader else []))
+        fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage), reader)
         if base - summarize(val_logits(trial, layer), val.labels, forget_class).retain_acc > budget:
             break
         chosen.append(layer)
         erased = trial
-    return chosen, erased
+    return chosen, clone_model(erased)

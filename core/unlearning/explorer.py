@@ -13,7 +13,7 @@ from core.attribution.paths import NeuronPath
 from core.data.sets import ImageSet
 from core.errors import UserError
 from core.metrics.evaluate import Evaluation, summarize
-from core.models.compute import ActivationCache, LinearRowCache
+from core.models.compute import ActivationCache, Activations, LinearRowCache
 from core.models.graph import graph_of
 from core.unlearning.perturb import ParamEdit, PerturbationSpec, apply_edits, edit_cut, plan_edits
 
@@ -26,9 +26,12 @@ def edited_rows(edits: list[ParamEdit], layer: str) -> list[int] | None:
     return sorted({r for e in here for r in e.rows})
 
 
-def row_edit_cache(model: nn.Module, cache: ActivationCache, edits: list[ParamEdit]) -> LinearRowCache | None:
+def row_edit_cache(model: nn.Module, cache: ActivationCache, edits: list[ParamEdit],
+                   activations: Activations | None = None) -> LinearRowCache | None:
     """A :class:`LinearRowCache` over the layer right after ``cache``'s cut when it is a Linear
-    layer whose rows alone are edited (then only those rows need recomputing), else None."""
+    layer whose rows alone are edited (then only those rows need recomputing), else None.
+    ``activations``: the images' :class:`Activations` under ``model``, which then runs that layer
+    once for every path that starts there (:meth:`LinearRowCache.build`)."""
     graph = cache.graph
     if cache.cut.position >= len(graph.nodes):
         return None
@@ -38,7 +41,7 @@ def row_edit_cache(model: nn.Module, cache: ActivationCache, edits: list[ParamEd
     if not graph.called_once(node.target):
         return None
     rows = edited_rows(edits, node.target)
-    return None if rows is None else LinearRowCache.build(model, cache, node.target, rows)
+    return None if rows is None else LinearRowCache.build(model, cache, node.target, rows, activations)
 
 
 class PerturbationExplorer:

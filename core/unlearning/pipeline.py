@@ -93,11 +93,13 @@ def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: Unl
         first = min(cuts.values(), key=lambda cut: cut.position)
         erasable = candidate_layers(graph)[:config.erasure.max_layers] if config.erasure is not None else []
         early = [graph.earliest_cut(erasable)] if erasable else []
-        val_acts.prepare([first, *early])      # one pass: every target's cut and the erasure's are carried on
+        rows_at = [graph.cut_after(graph.nodes[c.position]) for c in cuts.values() if c.position < len(graph.nodes) - 1]
+        # one pass: every target's cut, the output of its first layer (a row cache reads it) and the erasure's
+        val_acts.prepare([first, *early, *rows_at, val_acts.classifier_cut()])
         chosen = None
         for target in candidates:   # in order, until one forgets the validation images; the lowest forget kept
             trial = trials[target]
-            found = calibrate_path(model, ranked, val, trial.perturbation, calibration, val_acts.at(cuts[target]))
+            found = calibrate_path(model, ranked, val, trial.perturbation, calibration, val_acts)
             if chosen is None or found.settings["validation_forget_acc"] < chosen[1].settings["validation_forget_acc"]:
                 chosen = (trial, found)
             if found.settings["validation_forget_acc"] <= calibration.max_forget:

@@ -162,8 +162,9 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
             budget: float = 0.02, shrinkage: float = 0.1, min_wrong: int = 20,
             original_val_logits: torch.Tensor | None = None, fit_acts: Activations | None = None,
             val_acts: Activations | None = None) -> tuple[Relabelling, nn.Module]:
-    """(what was done, relabelled copy of ``model``): fit the second-choice logit shift on ``fit``,
-    choose its strength on ``val`` (module docstring). ``model`` and ``original`` are untouched.
+    """(what was done, relabelled copy of ``model``, or ``model`` itself where the strength is 0): fit
+    the second-choice logit shift on ``fit``, choose its strength on ``val`` (module docstring).
+    ``model`` and ``original`` are untouched.
     Whether there are ``min_wrong`` wrong answers is judged by the original model's logits on
     ``val`` (``original_val_logits`` when the caller has them), before any work on ``model``.
     ``fit_acts``, ``val_acts``: the parts' :class:`Activations` under ``original`` when the caller
@@ -173,11 +174,9 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
         original_val_logits = val_acts.logits()
     wrong = wrong_retain_answers(original_val_logits, val.labels, forget_class)
     if wrong < min_wrong:
-        return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), clone_model(model)
+        return Relabelling(0.0, f"skipped: {wrong} wrong answers on the validation part (needs {min_wrong})"), model
     graph = graph_of(original, fit.info.input_shape)
-    out = clone_model(model)
-    clf = out.get_submodule(graph.classifier())
-    w0, b0 = classifier_weights(clf)
+    w0, b0 = classifier_weights(model.get_submodule(graph.classifier()))
     h_val = val_acts.features(model)
     base = h_val @ w0.T + b0
     forget = fit.labels == forget_class
@@ -185,6 +184,8 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
     targets[forget.nonzero(as_tuple=True)[0], best_other(fit_acts.logits()[forget], forget_class)] = 1.0
     weight, bias = fit_logit_shift(fit_acts.features(model), targets, shrinkage)
     chosen = choose_strength(base, h_val @ weight.T + bias, val.labels, forget_class, budget, min_wrong)
-    if chosen.strength > 0:
-        fold_logit_shift(clf, chosen.strength * weight, chosen.strength * bias)
+    if not chosen.strength:
+        return chosen, model
+    out = clone_model(model)
+    fold_logit_shift(out.get_submodule(graph.classifier()), chosen.strength * weight, chosen.strength * bias)
     return chosen, out

@@ -75,8 +75,8 @@ class Repairing:
 def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget_class: int,
            shrinkage: float = 0.1, original_val_logits: torch.Tensor | None = None, forget_weight: float = 1.0,
            fit_acts: Activations | None = None, val_acts: Activations | None = None) -> tuple[Repairing, nn.Module]:
-    """(what was done, repaired copy of ``model``): the logit change fitted on ``fit``, its strength
-    chosen on ``val`` (module docstring). ``model`` and ``original`` are untouched;
+    """(what was done, repaired copy of ``model``, or ``model`` itself where the strength is 0): the
+    logit change fitted on ``fit``, its strength chosen on ``val`` (module docstring). ``model`` and ``original`` are untouched;
     ``original_val_logits``: the original model's logits on ``val`` when the caller has them;
     ``fit_acts``, ``val_acts``: the parts' :class:`Activations` under ``original`` when the caller
     holds them (only the layers ``model`` changed are then run)."""
@@ -84,9 +84,7 @@ def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analys
     graph = graph_of(original, fit.info.input_shape)
     if original_val_logits is None:
         original_val_logits = val_acts.logits()
-    out = clone_model(model)
-    clf = out.get_submodule(graph.classifier())
-    weight, bias = classifier_weights(clf)
+    weight, bias = classifier_weights(model.get_submodule(graph.classifier()))
     h_fit, h_val = fit_acts.features(model), val_acts.features(model)
     forget = fit.labels == forget_class
     targets = fit_acts.logits().double() - (h_fit @ weight.T + bias)
@@ -103,7 +101,9 @@ def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analys
     start = trials[0.0]
     allowed = [a for a in STRENGTHS if not recognised[a] > recognised[0.0]]
     alpha = min(allowed, key=lambda a: (-trials[a].retain_acc, worst_class_drop(original_eval, trials[a]), a))
+    out = model
     if alpha:
-        fold_logit_shift(clf, alpha * d_weight, alpha * d_bias)
+        out = clone_model(model)
+        fold_logit_shift(out.get_submodule(graph.classifier()), alpha * d_weight, alpha * d_bias)
     return Repairing(alpha, start.retain_acc, trials[alpha].retain_acc, worst_class_drop(original_eval, start),
                      worst_class_drop(original_eval, trials[alpha])), out
