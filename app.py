@@ -17,13 +17,11 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from core.models.compute import set_threads  # noqa: E402
 from pages import common  # noqa: E402
 
 common.ensure_navigation(entry=True)     # never draw through Streamlit's legacy pages/ mode (see there)
 # The icon is drawn here (an emoji or a :material/ icon would be fetched from an outside host).
 st.set_page_config(page_title="Unlearning Lab", page_icon=common.favicon(), layout="wide")
-set_threads()
 # Less empty space above each page's title, so that more of the charts fit on a laptop screen.
 st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2rem;} "
         "[data-testid='stMainBlockContainer'] h1 {font-size: 2.1rem; padding-bottom: 0.25rem;}</style>")
@@ -44,8 +42,14 @@ with st.sidebar:
     st.caption("Unlearning Lab: zero-shot class unlearning by layer-wise relevance analysis "
                "and neuronal path perturbation.")
 common.apply_query_params()           # ?model=mnist/cnn&forget=7&strength=0.9 (once per session)
-current = common.sidebar()
-with common.inside_app():
-    page.run()
+# The sidebar's model block is filled after the page, so that the Model page's zoo is drawn before
+# torch is imported and the model loaded (the cold start: BENCHMARKS.md, "Dashboard response times").
+sidebar_slot = st.sidebar.container()
+current = None
+try:
+    with common.inside_app():
+        page.run()
+finally:
+    current = common.sidebar(sidebar_slot)
 if current is not None:                 # after the page is drawn: ready what a first visit to Unlearn needs
     common.warm_up(current.checksum, current)

@@ -479,9 +479,9 @@ def cmd_bench_merge(args) -> int:
 
 def cmd_info(args) -> int:
     from core.data.info import DATASETS
-    from core.models.checkpoints import shipped_checkpoints
+    from core.models.cards import shipped_checkpoints
     from core.models.registry import ARCHITECTURES
-    from core.attribution.relevance import RULES
+    from core.attribution.rules import RULES
 
     print("datasets:", ", ".join(DATASETS), "imagefolder:PATH")
     print("architectures:", ", ".join(ARCHITECTURES), "+ torchvision names")

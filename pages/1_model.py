@@ -1,15 +1,11 @@
 """Model: the zoo of shipped checkpoints, training a new model, uploading one, and the model card."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 from pages import common
 
 from core import ui
-from core.ui import figures
-from core.data.info import DATASETS
 from core.errors import UserError
-from core.models.registry import ARCHITECTURES
 
 
 common.ensure_navigation()
@@ -22,10 +18,10 @@ flash = st.session_state.pop("model_flash", None)
 if flash:
     st.success(flash)
 
-lm = common.current_model()
-common.write_query_params(lm)          # the link names the model in use (``/model?model=mnist/cnn``)
-
 # ----------------------------------------------------------------------------- zoo
+# Drawn from the cards alone, before torch is imported and the model loaded: the first thing a
+# visitor can use (the cold start: BENCHMARKS.md, "Dashboard response times").
+current_key = common.current_key()
 st.subheader("Model zoo")
 entries = common.zoo(common.data_dir())
 cards = [(e.key, e.name, e.card, e.available, e.reason, f"shipped: assets/{e.path.parent.name}/{e.path.name}")
@@ -34,7 +30,7 @@ cards += [(key, m.name, m.card, True, "", m.source) for key, m in common.session
 columns = st.columns(3)
 for i, (key, name, card, available, reason, source) in enumerate(cards):
     with columns[i % 3].container(border=True):
-        in_use = key == lm.key
+        in_use = key == current_key
         st.markdown(f"**{name}**" + ("  :green-badge[in use]" if in_use else ""))
         st.caption(source)
         acc = f"{100 * card.test_accuracy:.1f} %" if card.test_accuracy is not None else "not measured"
@@ -49,6 +45,15 @@ for i, (key, name, card, available, reason, source) in enumerate(cards):
             common.set_current(key)
             st.session_state["model_flash"] = f"Now using {name}."
             st.rerun()
+
+import pandas as pd  # noqa: E402  (after the zoo: these import torch, plotly and pandas)
+
+from core.data.info import DATASETS  # noqa: E402
+from core.models.registry import ARCHITECTURES  # noqa: E402
+from core.ui import figures  # noqa: E402
+
+lm = common.current_model()
+common.write_query_params(lm)          # the link names the model in use (``/model?model=mnist/cnn``)
 
 # ----------------------------------------------------------------------------- train / upload
 left, right = st.columns(2, gap="large")

@@ -6,7 +6,7 @@ from pages import common
 
 from core import ui
 from core.ui import figures
-from core.attribution.relevance import RULES
+from core.attribution.rules import RULES
 from core.errors import UserError
 
 

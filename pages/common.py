@@ -13,13 +13,16 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
 
 from core import ui
 from core.errors import UserError
-from core.metrics.evaluate import Evaluation
+
+if TYPE_CHECKING:
+    from core.metrics.evaluate import Evaluation
 
 
 PAGES = {"model": "pages/1_model.py", "relevance": "pages/2_relevance.py", "paths": "pages/3_paths.py",
@@ -118,19 +121,27 @@ def session_models() -> dict[str, ui.LoadedModel]:
     return st.session_state.setdefault("session_models", {})
 
 
-def current_model() -> ui.LoadedModel:
-    """The model every page works on: the user's choice, else the shipped digits CNN."""
+def current_key() -> str:
+    """The key of the model every page works on: the user's choice, else the default
+    (:func:`core.ui.zoo.default_model_key`); read from the zoo's cards, nothing loaded."""
     entries = {e.key: e for e in zoo(data_dir())}
     default = ui.default_model_key(list(entries.values()))
     key = st.session_state.get("model_key", default)
+    if key not in session_models() and (key not in entries or not entries[key].available):
+        key = default
+    st.session_state["model_key"] = key
+    return key
+
+
+def current_model() -> ui.LoadedModel:
+    """The model every page works on (:func:`current_key`), loaded once per process."""
+    from core.models.compute import set_threads
+
+    set_threads()
+    key = current_key()
     if key in session_models():
         return session_models()[key]
-    entry = entries.get(key)
-    if entry is None or not entry.available:
-        key = default
-        entry = entries[key]
-    st.session_state["model_key"] = key
-    return shipped_model(str(entry.path))
+    return shipped_model(str({e.key: e for e in zoo(data_dir())}[key].path))
 
 
 def set_current(key: str) -> None:
@@ -312,9 +323,10 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
 
 
-def sidebar() -> ui.LoadedModel | None:
-    """The shared sidebar: current model, its dataset and accuracy, the device, the data folder."""
-    with st.sidebar:
+def sidebar(container=None) -> ui.LoadedModel | None:
+    """The shared sidebar (into ``container``, a place kept in it, when given): current model, its
+    dataset and accuracy, the device, the data folder."""
+    with container if container is not None else st.sidebar:
         try:
             lm = current_model()
         except UserError as exc:
@@ -371,7 +383,7 @@ def shared(widget, label: str, name: str, default, **kwargs):
 
 def apply_query_params() -> None:
     """Once per session: settings from the URL (``?model=mnist/cnn&forget=7&strength=0.9``)."""
-    from core.attribution.relevance import RULES
+    from core.attribution.rules import RULES
 
     if st.session_state.get("_url_read"):
         return
@@ -424,7 +436,7 @@ def default_path_values(lm: ui.LoadedModel) -> dict:
 def path_settings(lm: ui.LoadedModel, container=st):
     """The shared path settings (layers, selection, K, H, LRP rule) as widgets; returns the frozen
     selection config both pages use (method and strength at their base values)."""
-    from core.attribution.relevance import RULES
+    from core.attribution.rules import RULES
 
     start = default_path_values(lm)
     layers_all = ui.analysable_layers(lm.model, lm.card)

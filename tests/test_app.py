@@ -813,6 +813,28 @@ def test_the_dashboard_exports_an_imported_model_in_its_own_format(lenet_files, 
     assert json.loads(card_json)["notes"]["format"] == "onnx"
 
 
+def test_the_zoo_is_listed_before_torch_is_imported(shared_data):
+    """What app.py and the Model page run before the zoo's buttons are drawn (the URL's settings
+    read against the zoo and the LRP rule names, the current model's key, the zoo with each
+    dataset's availability) imports no torch, which takes 2.5 s of a cold start on this machine.
+    Run in a fresh interpreter, as a server's first script run is."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import streamlit\n"
+            "from pages import common\n"
+            "from core import ui\n"
+            "from core.attribution.rules import RULES\n"
+            "entries = ui.model_zoo(sys.argv[1])\n"
+            "params = ui.read_params({'model': 'mnist/cnn', 'rule': 'gamma'}, [e.key for e in entries if e.available], RULES)\n"
+            "print(ui.default_model_key(entries), params['model'], params['rule'], 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(shared_data)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "shipped:mnist/cnn shipped:mnist/cnn gamma False", out.stdout
+
+
 def test_the_model_page_imports_neither_lrp_nor_torchvision():
     """The first page a visitor sees imports only the model store: zennit and torchvision (about 2 s,
     since zennit imports torchvision and torchvision torch._dynamo) and scikit-learn wait for the

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from core import data
-from core.data import loaders
+from core.data import loaders, locate
 from core.data.catalog import dataset_available, dataset_info, load_split
 from core.data.sets import AnalysisPool, ImageSet, split_heldout
 from core.errors import UserError
@@ -110,10 +110,10 @@ def test_the_layouts_known_without_torchvision_are_torchvision_s():
     from core.data.torchvision_sets import CIFAR_CLASSES, MNIST_CLASSES
 
     for key, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
-        assert loaders._CIFAR_FILES[key] == (cls.base_folder, [f for f, _ in cls.train_list + cls.test_list]
+        assert locate._CIFAR_FILES[key] == (cls.base_folder, [f for f, _ in cls.train_list + cls.test_list]
                                              + [cls.meta["filename"]])
         assert issubclass(CIFAR_CLASSES[key], cls) and CIFAR_CLASSES[key].key == key
-    assert {k: c.__name__ for k, c in MNIST_CLASSES.items()} == loaders._MNIST_FOLDERS
+    assert {k: c.__name__ for k, c in MNIST_CLASSES.items()} == locate._MNIST_FOLDERS
     assert issubclass(MNIST_CLASSES["mnist"], MNIST)
     assert FASHION_MNIST_CLASSES == tuple(FashionMNIST.classes)
 
@@ -214,7 +214,7 @@ def test_real_mnist_from_gz_leaves_source_untouched():
                                                 5851, 5949]
     assert abs(train.images.mean().item()) < 0.01 and abs(train.images.std().item() - 1) < 0.01
     keyed = list((data.cache_dir() / "by-source").glob("MNIST-*/MNIST/raw"))   # keyed by folder and content
-    assert any(all((k / f).is_file() for f in loaders._MNIST_FILES) for k in keyed)
+    assert any(all((k / f).is_file() for f in locate._MNIST_FILES) for k in keyed)
     assert any(p.suffix == ".gz" for p in raw.iterdir())
     assert dataset_available("mnist", str(SHARED)) == (True, "")
 

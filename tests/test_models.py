@@ -9,9 +9,8 @@ import torch
 from core.data.catalog import load_split
 from core.errors import UserError
 from core.metrics.evaluate import evaluate
-from core.models.cards import ModelCard
-from core.models.checkpoints import (load_checkpoint, save_checkpoint, shipped_checkpoint,
-                                     shipped_checkpoints, state_checksum)
+from core.models.cards import ModelCard, shipped_checkpoints
+from core.models.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoint, state_checksum
 from core.models.registry import ARCHITECTURES, build_model, layer_table
 
 

@@ -3,7 +3,13 @@
 ``canonizers`` (the model rewritten so that zennit's LRP rules apply) -> ``relevance`` (LRP relevance
 of every unit of a layer, per image) -> ``paths`` (the neuronal path: the units selected per layer).
 """
-from core.attribution.paths import LayerSelection, NeuronPath, find_path
-from core.attribution.relevance import RULES, RelevanceAnalyzer
+from __future__ import annotations
 
-__all__ = ["RULES", "LayerSelection", "NeuronPath", "RelevanceAnalyzer", "find_path"]
+from core import lazy
+
+_SOURCES = {
+    'core.attribution.paths': ('LayerSelection', 'NeuronPath', 'find_path'),
+    'core.attribution.relevance': ('RelevanceAnalyzer',),
+    'core.attribution.rules': ('LRP', 'RULES'),
+}
+__getattr__, __dir__, __all__ = lazy.exports(__name__, _SOURCES)

@@ -20,37 +20,15 @@ imports torchvision (about 2 s), which the settings (:class:`LRP`, :data:`RULES`
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from core.attribution.rules import RULES
 from core.errors import UserError
 from core.models.graph import ModelGraph, graph_of
 from core.models.tracing import GATE
-
-
-RULES = ("epsilon", "epsilon-plus-flat", "alpha1-beta0", "alpha2-beta1", "gamma")
-
-
-@dataclass(frozen=True)
-class LRP:
-    """Which LRP rule explains the model: ``rule`` (one of :data:`RULES`) with stabiliser ``epsilon``
-    (the epsilon rule's :math:`z_j + \\epsilon \\operatorname{sign}(z_j)` in every denominator)."""
-
-    rule: str = "epsilon"
-    epsilon: float = 0.1
-
-    def __post_init__(self):
-        if self.rule not in RULES:
-            raise UserError(f"Unknown LRP rule '{self.rule}'; choose one of {', '.join(RULES)}.")
-        if not isinstance(self.epsilon, (int, float)) or not math.isfinite(self.epsilon) or self.epsilon <= 0:
-            raise UserError(f"The LRP epsilon must be a positive number, got {self.epsilon!r}.")
-
-    def analyzer(self, model: nn.Module) -> "RelevanceAnalyzer":
-        """A fresh analyzer of ``model`` with this rule (one per thread: it hooks a private twin)."""
-        return RelevanceAnalyzer(model, self.rule, self.epsilon)
 
 
 def _layer_rule(rule: str, epsilon: float, zero_params):

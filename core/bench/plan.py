@@ -99,7 +99,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def _shipped_archs(dataset: str) -> list[str]:
-    from core.models.checkpoints import shipped_checkpoints
+    from core.models.cards import shipped_checkpoints
 
     return [path.stem for path, card in shipped_checkpoints() if path.parent.name == dataset]
 

@@ -7,11 +7,14 @@ Unlearning only ever sees an :class:`AnalysisPool`, a slice of the *test* split 
 -> ``loaders`` (file layouts; ``torchvision_sets`` holds the torchvision classes they read with,
 imported on first use) -> ``cache`` (decoded data on disk).
 """
-from core.data.cache import cache_dir
-from core.data.catalog import dataset_available, dataset_info, load_split, resolve_data_dir
-from core.data.info import DATASETS, IMAGEFOLDER_PREFIX, SPLITS, DatasetInfo
-from core.data.sets import AnalysisPool, ImageSet, require_analysis_pool, split_heldout
+from __future__ import annotations
 
-__all__ = ["DATASETS", "IMAGEFOLDER_PREFIX", "SPLITS", "AnalysisPool", "DatasetInfo", "ImageSet", "cache_dir",
-           "dataset_available", "dataset_info", "load_split", "require_analysis_pool", "resolve_data_dir",
-           "split_heldout"]
+from core import lazy
+
+_SOURCES = {
+    'core.data.cache': ('cache_dir',),
+    'core.data.catalog': ('dataset_available', 'dataset_info', 'load_split', 'resolve_data_dir'),
+    'core.data.info': ('DATASETS', 'IMAGEFOLDER_PREFIX', 'SPLITS', 'DatasetInfo'),
+    'core.data.sets': ('AnalysisPool', 'ImageSet', 'require_analysis_pool', 'split_heldout'),
+}
+__getattr__, __dir__, __all__ = lazy.exports(__name__, _SOURCES)

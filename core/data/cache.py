@@ -22,10 +22,12 @@ import threading
 import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-
-import torch
+from typing import TYPE_CHECKING
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 _CACHE_FORMAT = 2  # bump when the layout of cached .pt files changes (2: keyed by source content)
@@ -146,6 +148,8 @@ def _safe_extract(tar_path: Path, dest: Path) -> None:
 def _read_tensor_cache(pt: Path, source: str) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(uint8 images, labels) from a cache file written by us from the data keyed ``source``
     (:func:`source_key`), or None if absent, unusable or made from other data."""
+    import torch     # here, not above: finding the files (core.data.locate) needs no torch
+
     if not pt.is_file():
         return None
     try:
@@ -163,6 +167,8 @@ def _read_tensor_cache(pt: Path, source: str) -> tuple[torch.Tensor, torch.Tenso
 def _write_tensor_cache(pt: Path, images: torch.Tensor, labels: torch.Tensor, source: str) -> None:
     """Atomically save decoded tensors, with the key of the data they came from, so the next load
     skips decoding. A cache that cannot be written (a full disk) is skipped, not an error."""
+    import torch
+
     tmp = _tmp_name(pt)
     try:
         pt.parent.mkdir(parents=True, exist_ok=True)

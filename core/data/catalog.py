@@ -6,44 +6,22 @@ the same object is returned for the same resolved arguments.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from pathlib import Path
 
 import torch
 
 from core.data.cache import cache_dir
-from core.data.info import DATASETS, DatasetInfo, IMAGEFOLDER_PREFIX, SPLITS, _BUILTIN_INFO
+from core.data.info import DatasetInfo, IMAGEFOLDER_PREFIX, SPLITS, _BUILTIN_INFO
 from core.errors import UserError
-from core.data.loaders import (_digits, _imagefolder_scan, _imagefolder_uint8, _load_cifar10, _load_cifar100,
-                               _load_mnist_like, _locate_cifar10, _locate_cifar100, _locate_mnist,
-                               _missing_message)
+from core.data.loaders import _digits, _imagefolder_scan, _imagefolder_uint8, _load_cifar10, _load_cifar100, _load_mnist_like
+from core.data.locate import _canonical_name, dataset_available, resolve_data_dir
 from core.data.sets import ImageSet
+
+__all__ = ["dataset_available", "dataset_info", "load_split", "resolve_data_dir"]
 
 
 _LOAD_LOCK = threading.Lock()  # one load at a time: same object per key, no temp-file races
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
-    """The data folder: explicit argument, else $UNLEARN_DATA_DIR, else None."""
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get("UNLEARN_DATA_DIR") or None
-    return None if chosen is None else Path(chosen).expanduser().resolve()
-
-
-def _canonical_name(name: str) -> str:
-    """Lower-cased builtin name or 'imagefolder:<absolute path>'; UserError if unknown."""
-    if not isinstance(name, str):
-        raise UserError(f"The dataset name must be text, got {name!r}.")
-    if name.startswith(IMAGEFOLDER_PREFIX):
-        raw = name[len(IMAGEFOLDER_PREFIX):].strip()
-        if not raw:
-            raise UserError("The dataset 'imagefolder:' needs a folder path after the colon.")
-        return IMAGEFOLDER_PREFIX + str(Path(raw).expanduser().resolve())
-    key = name.strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise UserError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
-                        f"or imagefolder:<path>.")
-    return key
 
 
 def _check_split(split: str) -> None:
@@ -70,25 +48,6 @@ def load_split(name: str, split: str, data_dir: str | None = None) -> ImageSet:
     root = None if key.startswith(IMAGEFOLDER_PREFIX) else resolve_data_dir(data_dir)
     with _LOAD_LOCK:
         return _load_cached(key, split, None if root is None else str(root), str(cache_dir()))
-
-
-def dataset_available(name: str, data_dir: str | None = None) -> tuple[bool, str]:
-    """(True, "") if the dataset can be loaded from local files, else (False, what is needed).
-
-    Looks only at file names (no downloading, no decoding), so it is cheap enough for a UI.
-    """
-    try:
-        key = _canonical_name(name)
-        if key == "digits":
-            return True, ""
-        if key.startswith(IMAGEFOLDER_PREFIX):
-            _imagefolder_scan(Path(key[len(IMAGEFOLDER_PREFIX):]), open_first=False)
-            return True, ""
-        root = resolve_data_dir(data_dir)
-        found = _LOCATORS[key](root, cache_dir())
-        return (True, "") if found else (False, _missing_message(key, root))
-    except UserError as err:
-        return False, str(err)
 
 
 @functools.cache
@@ -129,9 +88,3 @@ _LOADERS = {
 }
 
 
-_LOCATORS = {
-    "mnist": _locate_mnist("mnist"),
-    "fashion_mnist": _locate_mnist("fashion_mnist"),
-    "cifar10": _locate_cifar10,
-    "cifar100": _locate_cifar100,
-}

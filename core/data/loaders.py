@@ -16,28 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from core.data.cache import (_materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, cache_dir,
-                             source_key, write_marker)
+from core.data.cache import (_materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, source_key,
+                             write_marker)
 from core.errors import UserError
+from core.data.locate import (_CIFAR10_TARBALL, _MNIST_FILES, _MNIST_FOLDERS, _cifar10_tarball, _cifar_batches_root,
+                               _idx_source, _missing_message)
 from core.data.info import (DatasetInfo, IMAGEFOLDER_PREFIX, SPLITS, _CIFAR10_CLASSES, _IMAGENET_MEAN,
                             _IMAGENET_STD)
-
-
-_NEEDS = {
-    "mnist": ("MNIST", "MNIST/raw"),
-    "fashion_mnist": ("Fashion-MNIST", "FashionMNIST/raw"),
-    "cifar10": ("CIFAR-10", "cifar10-jpeg.tar.gz or cifar-10-batches-py"),
-    "cifar100": ("CIFAR-100", "cifar-100-python"),
-}
-
-
-def _missing_message(key: str, root: Path | None) -> str:
-    """One sentence telling the user how to provide a dataset that was not found."""
-    label, needed = _NEEDS[key]
-    where = (f"under {root} or in the cache {cache_dir()}" if root
-             else f"in the cache {cache_dir()} (no data folder given)")
-    return (f"{label} was not found {where}; pass --data-dir (or set UNLEARN_DATA_DIR) to a folder "
-            f"holding {needed}, or connect to the internet to download it.")
 
 
 def _tv():
@@ -76,21 +61,6 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(target[rows].astype(np.int64))
 
 
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-_MNIST_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}     # torchvision's class names
-
-
-def _idx_source(raw: Path, name: str) -> Path | None:
-    """The plain or .gz copy of one idx file in ``raw``, plain preferred."""
-    for candidate in (raw / name, raw / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
     """A root torchvision can read (<root>/<Folder>/raw with plain idx files), or None.
 
@@ -117,16 +87,6 @@ def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
     return None
 
 
-def _locate_mnist(key: str):
-    """Availability check for one MNIST-like dataset (no downloading)."""
-    def locate(root: Path | None, cache: Path) -> bool:
-        folder = _MNIST_FOLDERS[key]
-        if root is not None and all(_idx_source(root / folder / "raw", f) for f in _MNIST_FILES):
-            return True
-        return all((cache / folder / "raw" / f).is_file() for f in _MNIST_FILES)
-    return locate
-
-
 def _load_mnist_like(key: str):
     """Loader for MNIST or Fashion-MNIST returning uint8 images (N,1,28,28) and labels."""
     def load(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,28 +103,6 @@ def _load_mnist_like(key: str):
                             f"unreadable or corrupt ({err}).") from err
         return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
     return load
-
-
-# torchvision's CIFAR layouts (its classes' base_folder, train_list, test_list and meta), so that
-# looking for the files does not import torchvision.
-_CIFAR_FILES = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]),
-    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
-}
-
-
-def _cifar_files_present(key: str, root: Path | str) -> bool:
-    """Whether every batch file and the meta file of CIFAR ``key`` exist under root."""
-    folder, names = _CIFAR_FILES[key]
-    return all(os.path.isfile(os.path.join(root, folder, f)) for f in names)
-
-
-def _cifar_batches_root(key: str, root: Path | None, cache: Path) -> Path | None:
-    """The first of data folder / cache that holds the pickled batch folder, or None."""
-    for candidate in (root, cache):
-        if candidate is not None and _cifar_files_present(key, candidate):
-            return candidate
-    return None
 
 
 def _read_cifar_batches(cls: type, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,12 +132,7 @@ def _load_cifar100(split: str, root: Path | None, cache: Path) -> tuple[torch.Te
     return _load_cifar_batches("cifar100", split, root, cache)
 
 
-_CIFAR10_TARBALL = "cifar10-jpeg.tar.gz"
 _CIFAR10_JPEG_DIR = "cifar10-jpeg"
-
-
-def _cifar10_tarball(root: Path | None) -> Path | None:
-    return root / _CIFAR10_TARBALL if root is not None and (root / _CIFAR10_TARBALL).is_file() else None
 
 
 def _cifar10_jpeg_pt(root: Path | None, cache: Path, split: str) -> tuple[Path, str] | None:
@@ -340,9 +273,3 @@ def _decode_images(paths: Sequence[str], size_hw: tuple[int, int]) -> torch.Tens
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _locate_cifar10(root: Path | None, cache: Path) -> bool:
-    return _cifar10_tarball(root) is not None or _cifar_batches_root("cifar10", root, cache) is not None
-
-
-def _locate_cifar100(root: Path | None, cache: Path) -> bool:
-    return _cifar_batches_root("cifar100", root, cache) is not None

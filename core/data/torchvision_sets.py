@@ -23,7 +23,7 @@ class _LenientCifar:
     key: str                             # the dataset's name in core.data.loaders._CIFAR_FILES
 
     def _check_integrity(self) -> bool:
-        from core.data.loaders import _cifar_files_present
+        from core.data.locate import _cifar_files_present
 
         return _cifar_files_present(self.key, self.root)
 

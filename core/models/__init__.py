@@ -5,12 +5,14 @@ brought from elsewhere (ONNX, ``torch.export``), training, and the model as a gr
 and load) -> ``formats`` (imported programs) -> ``graph`` and ``wiring`` (layers, cuts, which rows
 make a unit) -> ``compute`` (devices and activation caches) -> ``train``.
 """
-from core.models.cards import ModelCard, card_path, read_card
-from core.models.checkpoints import (clone_model, file_checksum, load_checkpoint, save_checkpoint, shipped_checkpoint,
-                                     shipped_checkpoints, state_checksum)
-from core.models.graph import ModelGraph, graph_of
-from core.models.registry import ARCHITECTURES, build_model
+from __future__ import annotations
 
-__all__ = ["ARCHITECTURES", "ModelCard", "ModelGraph", "build_model", "card_path", "clone_model", "file_checksum",
-           "graph_of", "load_checkpoint", "read_card", "save_checkpoint", "shipped_checkpoint", "shipped_checkpoints",
-           "state_checksum"]
+from core import lazy
+
+_SOURCES = {
+    'core.models.cards': ('ModelCard', 'card_path', 'read_card', 'shipped_checkpoints'),
+    'core.models.checkpoints': ('clone_model', 'file_checksum', 'load_checkpoint', 'save_checkpoint', 'shipped_checkpoint', 'state_checksum'),
+    'core.models.graph': ('ModelGraph', 'graph_of'),
+    'core.models.registry': ('ARCHITECTURES', 'build_model'),
+}
+__getattr__, __dir__, __all__ = lazy.exports(__name__, _SOURCES)

@@ -196,3 +196,17 @@ def read_card(path: str | Path) -> ModelCard | None:
     except OSError as exc:
         raise UserError(f"The model card '{side.name}' could not be read ({exc.strerror}).") from exc
     return parse_card(data, f"The model card '{side.name}'")
+
+
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt2")
+
+
+def shipped_checkpoints() -> list[tuple[Path, ModelCard]]:
+    """Every shipped model (safetensors, ONNX, .pt2) with its card, sorted by path."""
+    found = []
+    for path in sorted(p for p in ASSETS_DIR.glob("*/*") if p.suffix in MODEL_SUFFIXES):
+        card = read_card(path)
+        if card is not None:
+            found.append((path, card))
+    return found

@@ -21,11 +21,10 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from core.models.cards import ModelCard, card_path, parse_card, read_card
+from core.models.cards import ASSETS_DIR, ModelCard, card_path, parse_card, read_card
 from core.models.registry import build_model
 
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 
 
 def file_checksum(path: str | Path) -> str:
@@ -231,19 +230,6 @@ def load_checkpoint(path: str | Path, card: ModelCard | None = None) -> tuple[nn
 def shipped_checkpoint(dataset: str, arch: str) -> Path:
     """Path of a checkpoint shipped in ``assets/<dataset>/<arch>.safetensors``."""
     return ASSETS_DIR / dataset / f"{arch}.safetensors"
-
-
-MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt2")
-
-
-def shipped_checkpoints() -> list[tuple[Path, ModelCard]]:
-    """Every shipped model (safetensors, ONNX, .pt2) with its card, sorted by path."""
-    found = []
-    for path in sorted(p for p in ASSETS_DIR.glob("*/*") if p.suffix in MODEL_SUFFIXES):
-        card = read_card(path)
-        if card is not None:
-            found.append((path, card))
-    return found
 
 
 def clone_model(model: nn.Module) -> nn.Module:

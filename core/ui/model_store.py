@@ -19,7 +19,7 @@ from core.data.catalog import dataset_available, dataset_info, load_split
 from core.data.info import DATASETS
 from core.errors import UserError
 from core.models.cards import ModelCard, card_path, read_card
-from core.models.checkpoints import load_checkpoint, save_checkpoint, shipped_checkpoints, state_checksum
+from core.models.checkpoints import load_checkpoint, save_checkpoint, state_checksum
 from core.models.compute import pick_device
 from core.models.registry import ARCHITECTURES, build_model, layer_table
 
@@ -29,23 +29,6 @@ MAX_UPLOAD_MB = 200
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".onnx", ".pt2")
 UPLOAD_EXTRAS = (".json", ".data")               # a model card, an ONNX file's external weights
 TRAINABLE_ARCHS = ("cnn", "mlp", "allcnn")      # small enough to train on a CPU from the page
-DEFAULT_MODEL = "shipped:digits/cnn"             # works offline, no files beyond the repository
-PREFERRED_MODEL = "shipped:mnist/cnn"            # the default wherever MNIST's data is present
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """A shipped checkpoint and whether its dataset is present on this machine."""
-
-    key: str
-    path: Path
-    card: ModelCard
-    available: bool
-    reason: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.card.dataset} / {self.card.arch}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,21 +60,6 @@ class LoadedModel:
     def class_label(self, c: int) -> str:
         name = self.card.classes[c]
         return name if name == str(c) else f"{c}: {name}"
-
-
-def model_zoo(data_dir: str | None = None) -> list[ZooEntry]:
-    """Every shipped checkpoint, marked available when its dataset can be loaded from local files."""
-    entries = []
-    for path, card in shipped_checkpoints():
-        ok, reason = dataset_available(card.dataset, data_dir)
-        entries.append(ZooEntry(f"shipped:{path.parent.name}/{path.stem}", path, card, ok, reason))
-    return entries
-
-
-def default_model_key(entries: list[ZooEntry]) -> str:
-    """MNIST's cnn where its data is present (``UNLEARN_DATA_DIR``), else the bundled digits model."""
-    available = {e.key for e in entries if e.available}
-    return PREFERRED_MODEL if PREFERRED_MODEL in available else DEFAULT_MODEL
 
 
 def load_shipped(path: str | Path, device: str = "auto") -> LoadedModel:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.bench.columns import ORIGINAL, REFERENCE
 from core.errors import UserError
-from core.models.checkpoints import ASSETS_DIR
+from core.models.cards import ASSETS_DIR
 from core.ui.model_store import ROOT
 
 

@@ -29,7 +29,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 
 from core.attribution.paths import Selection
-from core.attribution.relevance import LRP
+from core.attribution.rules import LRP
 from core.errors import UserError
 from core.unlearning.calibration import Calibration
 from core.unlearning.erase import Erasure
