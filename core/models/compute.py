@@ -164,28 +164,33 @@ class Activations:
         """The classifier's input among the tensors ``live`` at its cut, flattened to rows."""
         return live[classifier.live.index(self.graph.classifier_input().name)].flatten(1)
 
+    def _at_classifier(self, variant: nn.Module) -> tuple[tuple[torch.Tensor, ...], bool]:
+        """(``variant``'s live tensors at the classifier's cut, whether they are ``model``'s)."""
+        start, classifier = self.start_of(variant), self.classifier_cut()
+        return self.live(variant, classifier, start), start.position >= classifier.position
+
+    def _answer(self, variant: nn.Module, live: tuple[torch.Tensor, ...],
+                unchanged: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        classifier = self.classifier_cut()
+        return self.graph.run_tail(variant, live, classifier), self._classifier_rows(live, classifier), unchanged
+
     @torch.no_grad()
     def forward(self, variant: nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(logits, classifier inputs flattened, whether those inputs are ``model``'s) of ``variant``."""
-        start, classifier = self.start_of(variant), self.classifier_cut()
-        live = self.live(variant, classifier, start)
-        return (self.graph.run_tail(variant, live, classifier), self._classifier_rows(live, classifier),
-                start.position >= classifier.position)
+        return self._answer(variant, *self._at_classifier(variant))
 
     @torch.no_grad()
     def forward_each(self, variants: dict[str, nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor, bool]]:
         """:meth:`forward` of each variant, in order. A variant that differs from the one before it
         only in the classifier (relabelling and the repair change nothing else) reads that one's
         classifier inputs, so only its classifier runs."""
-        classifier, out = self.classifier_cut(), {}
-        last = None                                  # (variant, its live tensors at the classifier, unchanged)
+        out, last = {}, None                         # last: (variant, its live tensors at the classifier, unchanged)
         for name, variant in variants.items():
             if last is not None and set(changed_modules(last[0], variant)) <= {self.graph.classifier()}:
                 live, unchanged = last[1], last[2]
             else:
-                start = self.start_of(variant)
-                live, unchanged = self.live(variant, classifier, start), start.position >= classifier.position
-            out[name] = (self.graph.run_tail(variant, live, classifier), self._classifier_rows(live, classifier), unchanged)
+                live, unchanged = self._at_classifier(variant)
+            out[name] = self._answer(variant, live, unchanged)
             last = (variant, live, unchanged)
         return out
 

@@ -98,12 +98,16 @@ def classifier_weights(clf: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def fold_logit_shift(clf: nn.Linear, d_weight: torch.Tensor, d_bias: torch.Tensor) -> None:
-    """W += D_W, b += D_b in place (a classifier without bias gets one)."""
+def with_logit_shift(model: nn.Module, classifier: str, d_weight: torch.Tensor, d_bias: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` whose ``classifier`` (module path) computes (W + D_W) h + b + D_b (a
+    classifier without bias gets one); ``model`` is untouched."""
+    out = clone_model(model)
+    clf = out.get_submodule(classifier)
     clf.weight.add_(d_weight.to(clf.weight))
     if clf.bias is None:
         clf.bias = nn.Parameter(torch.zeros(len(clf.weight)).to(clf.weight), requires_grad=False)
     clf.bias.add_(d_bias.to(clf.bias))
+    return out
 
 
 def forget_and_wrong_entropies(logits: torch.Tensor, labels: torch.Tensor, forget_class: int) -> tuple[float, float, int]:
@@ -186,6 +190,4 @@ def relabel(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analy
     chosen = choose_strength(base, h_val @ weight.T + bias, val.labels, forget_class, budget, min_wrong)
     if not chosen.strength:
         return chosen, model
-    out = clone_model(model)
-    fold_logit_shift(out.get_submodule(graph.classifier()), chosen.strength * weight, chosen.strength * bias)
-    return chosen, out
+    return chosen, with_logit_shift(model, graph.classifier(), chosen.strength * weight, chosen.strength * bias)

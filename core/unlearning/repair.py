@@ -34,10 +34,9 @@ from torch import nn
 from core.data.sets import AnalysisPool
 from core.errors import check_positive, check_share
 from core.metrics.evaluate import summarize, worst_class_drop
-from core.models.checkpoints import clone_model
 from core.models.compute import Activations
 from core.models.graph import graph_of
-from core.unlearning.relabel import classifier_weights, fit_logit_shift, fold_logit_shift
+from core.unlearning.relabel import classifier_weights, fit_logit_shift, with_logit_shift
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -101,9 +100,6 @@ def repair(model: nn.Module, original: nn.Module, fit: AnalysisPool, val: Analys
     start = trials[0.0]
     allowed = [a for a in STRENGTHS if not recognised[a] > recognised[0.0]]
     alpha = min(allowed, key=lambda a: (-trials[a].retain_acc, worst_class_drop(original_eval, trials[a]), a))
-    out = model
-    if alpha:
-        out = clone_model(model)
-        fold_logit_shift(out.get_submodule(graph.classifier()), alpha * d_weight, alpha * d_bias)
+    out = with_logit_shift(model, graph.classifier(), alpha * d_weight, alpha * d_bias) if alpha else model
     return Repairing(alpha, start.retain_acc, trials[alpha].retain_acc, worst_class_drop(original_eval, start),
                      worst_class_drop(original_eval, trials[alpha])), out
