@@ -41,6 +41,7 @@ page = st.navigation(pages, position="sidebar", expanded=True)
 with st.sidebar:
     st.caption("Unlearning Lab: zero-shot class unlearning by layer-wise relevance analysis "
                "and neuronal path perturbation.")
+common.stop_prefetch()                # any page run: the background steps a page prepared give way
 common.apply_query_params()           # ?model=mnist/cnn&forget=7&strength=0.9 (once per session)
 # The sidebar's model block is filled after the page, so that the Model page's zoo is drawn before
 # torch is imported and the model loaded (the cold start: BENCHMARKS.md, "Dashboard response times").

@@ -9,7 +9,9 @@ Two numbers:
   several values never shown before (so nothing comes from the per-setting cache). AppTest re-runs
   the whole script; a browser re-runs only the slider's fragment, so this is an upper bound.
 
-Usage: ``.venv/bin/python -m benchmarks.slider [--data-dir ../shared/data] [--repeats 20] [--page-runs 9]``
+Usage: ``.venv/bin/python -m benchmarks.slider [--data-dir ../shared/data] [--repeats 20] [--page-runs 9]
+[--target auto|in|out|both]`` (``--page-runs 0``: the compute alone; run as a file with another
+checkout's ``PYTHONPATH``, it times that checkout's engine)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:
+def compute_times(data_dir: str, repeats: int, forget_class: int, target: str = "auto") -> dict:
     import torch
 
     from benchmarks.common import mnist_cnn
@@ -34,6 +36,8 @@ def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:
 
     model, _, pool, eval_set = mnist_cnn(data_dir)
     config = default_config().override({"perturbation.method": "zero", "perturbation.strength": 1.0})   # what the page selects with
+    if target != "auto":                                                # the page's "Weights to perturb"
+        config = config.override({"calibration.targets": (target,), "perturbation.target": target})
     result = unlearn(model, pool, forget_class, config)
     start = time.perf_counter()
     explorer = PerturbationExplorer(model, result.path, eval_set, result.config.perturbation)
@@ -53,6 +57,9 @@ def compute_times(data_dir: str, repeats: int, forget_class: int) -> dict:
             "cached": ", ".join(explorer.cache.cut.live),
             "cached_shape": [tuple(t.shape) for t in explorer.cache.activations],
             "units": {k: len(v) for k, v in result.path.units.items()}, "eval_images": len(eval_set),
+            "target": result.config.perturbation.target,
+            "rows": "no" if explorer.rows_cache is None else ("rows, classifier split" if getattr(
+                explorer.rows_cache, "classifier_tail", None) else "rows"),
             "threads": torch.get_num_threads()}
 
 
@@ -87,16 +94,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--page-runs", type=int, default=9)
     parser.add_argument("--forget", type=int, default=3)
+    parser.add_argument("--target", default="auto", choices=["auto", "in", "out", "both"],
+                        help="the weights to perturb (auto: the calibration's choice, as the page's default)")
     args = parser.parse_args()
     if not (Path(args.data_dir) / "MNIST" / "raw").is_dir():
         print(f"MNIST not found under {args.data_dir}; pass --data-dir.", file=sys.stderr)
         return 2
-    c = compute_times(args.data_dir, args.repeats, args.forget)
+    c = compute_times(args.data_dir, args.repeats, args.forget, args.target)
     print(f"compute: PerturbationExplorer.evaluate, MNIST cnn, forget {args.forget}, {c['eval_images']} eval images, "
-          f"{c['threads']} torch threads, units {c['units']}")
+          f"{c['threads']} torch threads, units {c['units']}, target {c['target']}, row cache: {c['rows']}")
     print(f"  median {1000 * c['median_s']:.0f} ms (min {1000 * c['min_s']:.0f}, max {1000 * c['max_s']:.0f}) "
           f"over {args.repeats} strengths; of which copy+perturb {1000 * c['variant_median_s']:.0f} ms; "
           f"cache at {c['cached']} {c['cached_shape']}, built once in {c['explorer_build_s']:.1f} s")
+    if not args.page_runs:
+        return 0
     p = page_times(args.data_dir, args.page_runs, args.forget)
     print(f"page: AppTest slider set_value + run (whole script), {len(p['values'])} new values")
     print(f"  median {1000 * p['median_s']:.0f} ms (min {1000 * p['min_s']:.0f}, max {1000 * p['max_s']:.0f}); "

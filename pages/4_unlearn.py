@@ -37,7 +37,7 @@ pool, eval_set = common.heldout(lm.dataset, common.data_dir())
 
 c1, c2, c3 = st.columns([3, 4, 5])
 cls = common.forget_class_box(lm, "Forget class", c1, help="The class the model should no longer recognise.")
-target = common.shared(c2.selectbox, "Weights to perturb", "target", "auto", options=list(TARGET_LABELS),
+target = common.shared(c2.selectbox, "Weights to perturb", "target", "auto", options=list(common.TARGETS),
                        format_func=TARGET_LABELS.get,
                        help="incoming: the rows producing the selected units; outgoing: their weight to the forget "
                             "class; both: the two together; auto (the library's default, with a calibrated H): "

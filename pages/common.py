@@ -269,11 +269,19 @@ def perturbed(explorer_key: str, _explorer, strength: float, method: str):
     return _explorer.evaluate(strength=float(strength), method=method)
 
 
+class Stopped(Exception):
+    """A background step gave way to the person (nothing of it is cached)."""
+
+
 @st.cache_data(show_spinner="Sweeping the strength...", max_entries=64)
-def sweep(explorer_key: str, _explorer, method: str, points: int = 11) -> dict:
+def sweep(explorer_key: str, _explorer, method: str, points: int = 11, _stop=None) -> dict:
+    """Forget and retain accuracy at ``points`` strengths from 0 to 1. ``_stop()`` (a prefetch's) is
+    asked before each strength; True raises :class:`Stopped`, so that a sweep left half-done is not kept."""
     xs = [round(float(x), 3) for x in np.linspace(0.0, 1.0, points)]
     forget, retain = [], []
     for x in xs:
+        if _stop is not None and _stop():
+            raise Stopped
         evaluation, _ = perturbed(explorer_key, _explorer, x, method)
         forget.append(evaluation.forget_acc)
         retain.append(evaluation.retain_acc)
@@ -356,6 +364,7 @@ H_LABELS = {"share": "share of layer", "auto": "auto (coverage)", "calibrate": "
 SLIDER_RANGES = {"k": (1.0, 50.0), "h": (1.0, 90.0)}      # K and H in percent, in steps of SLIDER_STEP
 SLIDER_STEP = 0.5
 PREFETCH_DELAY = 0.5      # seconds after an answer before the settings a step away are prepared
+TARGETS = ("auto", "in", "out", "both")      # the Unlearn page's choices of weights to perturb (with_target)
 
 
 def _seeded(name: str, default):
@@ -491,15 +500,17 @@ def prepare(lm: ui.LoadedModel, cls: int, values: dict, target: str, method: str
             position: int | None, stop=lambda: False) -> None:
     """Into the caches the Unlearn page reads: its path and explorer for these path settings and
     target, the strength sweep, the model at ``strength`` and the heatmaps of the example image at
-    evaluation-set ``position``; ``stop()`` is asked between these steps (True: leave the rest)."""
+    evaluation-set ``position``; ``stop()`` is asked between these steps and between the sweep's strengths
+    (True: leave the rest)."""
     config = with_target(path_config(values), target)
     key = repr(config)
     _, explorer = unlearned(lm.checksum, lm, cls, key, config)
     explorer_key = f"{lm.checksum}|{cls}|{key}"
     if stop():
         return
-    sweep(explorer_key, explorer, method)
-    if stop():
+    try:
+        sweep(explorer_key, explorer, method, _stop=stop)
+    except Stopped:
         return
     _, variant = perturbed(explorer_key, explorer, strength, method)
     if position is not None and not stop():
@@ -507,33 +518,49 @@ def prepare(lm: ui.LoadedModel, cls: int, values: dict, target: str, method: str
         heatmap_of(f"{explorer_key}|{strength}|{method}", variant, position, lm.dataset, cls, values["rule"])
 
 
+_PREFETCH = {"stop": threading.Event()}     # the one prefetch of this process may run until this is set
+
+
 def stop_prefetch() -> None:
-    """Stop this session's prefetch after the setting it is on (the person asked for something)."""
-    if st.session_state.get("_prefetch_stop") is not None:
-        st.session_state["_prefetch_stop"].set()
+    """Stop the prefetch within the step it is on: someone asked for something. One prefetch runs at a
+    time in the whole app, whichever session started it: on 2 cores a session's background work
+    slowed the answers of the others (one left behind by a page reload, or a second visitor's), and a
+    reloaded page's old session never runs again to stop its own."""
+    _PREFETCH["stop"].set()
 
 
 def prefetch_steps(lm: ui.LoadedModel, cls: int, target: str, method: str, strength: float,
                    position: int | None) -> None:
-    """After the Unlearn page is drawn, with H calibrated (where a K step re-runs the calibration): in
-    one background thread, the path, explorer, strength sweep and test-image heatmap of the settings
-    one K step away (either way, the direction last moved first), into the same caches the page
-    reads, so that the next step finds them there. (H steps in share mode and the other targets
-    were prepared too at first; on 2 cores that work slowed the answers it did not serve:
-    BENCHMARKS.md, "Dashboard response times".) The session's next page run
-    stops the thread after the step it is on (:func:`prepare`), and it starts only after
-    ``PREFETCH_DELAY`` seconds without one, so that quick steps in a row do not compete with it; a
-    setting the page asks for meanwhile is computed once (Streamlit's caches lock each key)."""
+    """After the Unlearn page is drawn: in one background thread, the path, explorer, strength sweep
+    and test-image heatmap of the settings one slider step away, into the same caches the page
+    reads, so that the next step finds them there. The sliders that can move: K and H where H is a
+    share of each layer (H first: it is what that mode is for), K alone otherwise (H calibrated,
+    where a K step re-runs the calibration, or chosen by coverage); the slider last moved first, in
+    the direction it moved first (:func:`core.ui.speed.step_neighbours`); after the first of these
+    steps, the other choices of weights to perturb (:data:`TARGETS`) at the current settings. (When
+    each setting also ran the repair, this background work slowed the answers it did not serve on
+    2 cores: BENCHMARKS.md, "Dashboard response times".) The next page run, of any session (:func:`stop_prefetch`), stops
+    the thread within the step it is on (:func:`prepare`; the sweep gives way between two strengths),
+    and it starts only after ``PREFETCH_DELAY`` seconds without one, so that quick steps in a row do
+    not compete with it; a setting the page asks for meanwhile is computed once (Streamlit's caches
+    lock each key)."""
     values = st.session_state.get("_path_values")
     if values is None:
         return
     stop_prefetch()
-    stop = st.session_state["_prefetch_stop"] = threading.Event()
+    stop = _PREFETCH["stop"] = threading.Event()
     last, st.session_state["_prefetch_last"] = st.session_state.get("_prefetch_last"), values
-    if values["h_mode"] != "calibrate":      # without calibration a step is quick enough (BENCHMARKS.md)
-        return
-    ranges = {"k": SLIDER_RANGES["k"]}
-    settings = [(v, target) for v in ui.step_neighbours(values, last, ranges, SLIDER_STEP)]
+    ranges = ({"h": SLIDER_RANGES["h"], "k": SLIDER_RANGES["k"]} if values["h_mode"] == "share"
+              else {"k": SLIDER_RANGES["k"]})
+    steps = [(v, target) for v in ui.step_neighbours(values, last, ranges, SLIDER_STEP)]
+    keys = {repr(with_target(path_config(values), target))}
+    targets = []                     # the other choices of weights that give another path or explorer
+    for other in TARGETS:
+        key = repr(with_target(path_config(values), other))
+        if key not in keys:
+            keys.add(key)
+            targets.append((values, other))
+    settings = steps[:1] + targets + steps[1:]       # the likeliest slider step, the targets, the other steps
 
     def stopped() -> bool:
         return stop.is_set() or _EXITING.is_set()

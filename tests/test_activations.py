@@ -173,3 +173,61 @@ def test_a_copy_that_changes_only_the_classifier_reads_the_inputs_of_the_one_bef
         assert torch.allclose(got[name][0], predict_logits(m, pool.images), atol=1e-4), name
     assert torch.equal(got["erased"][1], got["repaired"][1])
     assert [got[n][2] for n in ("original", "erased", "repaired")] == [True, False, False]
+
+
+def test_a_row_cache_splits_off_the_classifier_where_only_an_activation_lies_between(mnist_model, mnist_split):
+    """fc1 -> relu3 -> fc2: a copy's logits are the kept columns' part plus its edited rows' part,
+    equal to running the copy; a copy whose classifier changed elsewhere runs the whole tail."""
+    from dataclasses import replace
+
+    from core.models.compute import ActivationCache
+
+    model, _ = mnist_model
+    _, eval_set = mnist_split
+    images = eval_set.images[:2000]
+    spec = PerturbationSpec(target="both")
+    edits = plan_edits(model, {"relu3": list(range(0, 512, 3))}, 3, spec, (1, 28, 28))
+    graph = graph_of(model, (1, 28, 28))
+    rows = row_edit_cache(model, ActivationCache.build(model, graph, images, edit_cut(graph, edits)), edits)
+    chain, classifier = rows.classifier_tail
+    assert [node.target for node in chain] == ["relu3"] and classifier == "fc2"
+    for method, strength in (("zero", 0.7), ("zero", 0.0), ("gaussian", 0.1)):
+        variant = apply_edits(model, edits, replace(spec, method=method, strength=strength))
+        logits = rows.tail_logits(model, variant, method, strength, spec.seed)
+        assert torch.allclose(logits, predict_logits(variant, images), atol=1e-4), (method, strength)
+    assert rows._kept is not None                                   # the split was taken
+    changed = apply_edits(model, edits, replace(spec, strength=0.7))
+    with torch.no_grad():
+        changed.get_submodule("fc2").weight[:, 1] += 1.0           # unit 1 is not among the edited rows
+    assert torch.allclose(rows.tail_logits(model, changed, "zero", 0.7, spec.seed), predict_logits(changed, images),
+                          atol=1e-4)
+
+
+def test_the_split_follows_a_functional_activation_and_stops_at_a_weighted_layer(lenet_mnist, mnist_model,
+                                                                                  mnist_split):
+    """LeNet's head.fc -> torch.relu -> out splits like the cnn; with a Linear layer put between fc1 and
+    the classifier (identity weights: the same answers), every column the classifier reads can
+    change, so there is no split and the whole tail runs."""
+    from core.models.compute import ActivationCache
+
+    _, eval_set = mnist_split
+    images = eval_set.images[:1000]
+    cnn, _ = mnist_model
+    parts = dict(cnn.named_children())
+    hidden = torch.nn.Linear(512, 512)
+    with torch.no_grad():
+        hidden.weight.copy_(torch.eye(512))
+        hidden.bias.zero_()
+    deeper = torch.nn.Sequential(*[parts[n] for n in ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten",
+                                                      "fc1", "relu3")], hidden, torch.nn.ReLU(), parts["fc2"]).eval()
+    for model, layer, split in ((lenet_mnist[0], "head.fc", ["relu"]), (deeper, "7", None)):
+        graph = graph_of(model, (1, 28, 28))
+        spec = PerturbationSpec(target="in", strength=0.8)
+        edits = plan_edits(model, {layer: [0, 5, 9, 20]}, 3, spec, (1, 28, 28))
+        rows = row_edit_cache(model, ActivationCache.build(model, graph, images, edit_cut(graph, edits)), edits)
+        assert rows is not None and rows.layer == layer
+        tail = rows.classifier_tail
+        assert (None if tail is None else [getattr(node.target, "__name__", node.target) for node in tail[0]]) == split
+        variant = apply_edits(model, edits, spec)
+        assert torch.allclose(rows.tail_logits(model, variant, "zero", 0.8, spec.seed), predict_logits(variant, images),
+                              atol=1e-4)

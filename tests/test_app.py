@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -525,35 +527,109 @@ def test_step_neighbours_are_one_slider_step_away_the_last_direction_first():
     assert all(v["rule"] == "epsilon" and v["h_mode"] == "share" for v in down)
 
 
-def test_the_unlearn_page_prepares_the_next_k_step_in_the_background(monkeypatch):
-    """After an answer, the settings a K step away are computed in the background, into the caches the
-    page reads: the step itself then runs no unlearning."""
+def _counted_unlearn(monkeypatch, record) -> list:
+    """The unlearnings run from now on (the page's and its prefetch's), each as ``record(cls, config)``."""
     import core.unlearning.pipeline as pipeline
 
     calls, real = [], pipeline.unlearn
 
     def counting(model, pool, cls, config=None, **kwargs):
-        calls.append((cls, round(config.selection.k, 4), "+".join(config.calibration.targets)))
+        calls.append(record(cls, config))
         return real(model, pool, cls, config, **kwargs)
 
-    def wait_for_prefetch():
-        for thread in threading.enumerate():
-            if thread.name.startswith("unlearning-lab-prefetch"):
-                thread.join(timeout=300)
-
     monkeypatch.setattr(pipeline, "unlearn", counting)
+    return calls
+
+
+def _wait_for_prefetch() -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith("unlearning-lab-prefetch"):
+            thread.join(timeout=300)
+
+
+def test_the_unlearn_page_prepares_the_next_k_step_in_the_background(monkeypatch):
+    """After an answer, the settings a K step away and the other choices of weights to perturb are
+    computed in the background, into the caches the page reads: the step itself then runs no
+    unlearning."""
+    calls = _counted_unlearn(monkeypatch, lambda cls, config: (cls, round(config.selection.k, 4),
+                                                               "+".join(config.calibration.targets)))
     at = new_app("4_unlearn", cfg_forget=5, cfg_k=13.0)        # a class and K no other test asks for
-    wait_for_prefetch()
-    assert (5, 0.13, "out+both") in calls                       # the page's own answer (target auto)
-    assert (5, 0.135, "out+both") in calls and (5, 0.125, "out+both") in calls     # K one step up and down
-    assert {target for c, k, target in calls} == {"out+both"}             # the page's target only
+    _wait_for_prefetch()
+    assert calls == [(5, 0.13, "out+both"),                      # the page's own answer (target auto)
+                     (5, 0.135, "out+both"),                     # K one step up
+                     (5, 0.13, "in"), (5, 0.13, "out"), (5, 0.13, "both"),   # the other weights to perturb
+                     (5, 0.125, "out+both")]                     # K one step down
     calls.clear()
     at.slider(key="w_cfg_k").set_value(13.5).run()
     assert not at.exception
     assert at.session_state["unlearn_report"]["config"]["selection"]["k"] == pytest.approx(0.135)
-    wait_for_prefetch()
+    _wait_for_prefetch()
     assert (5, 0.135, "out+both") not in calls                       # found in the cache
     assert (5, 0.14, "out+both") in calls                            # and the next step up prepared
+
+
+def test_with_h_a_share_of_each_layer_the_page_prepares_the_next_h_step_first(monkeypatch):
+    """In share mode (no calibration) the settings an H step away are prepared first (the next step
+    up, the other weights to perturb, the step down), then those a K step away: an H step then runs
+    no unlearning."""
+    calls = _counted_unlearn(monkeypatch, lambda cls, config: (cls, round(config.selection.k, 4),
+                                                               round(config.selection.h, 4),
+                                                               config.perturbation.target))
+    at = new_app("4_unlearn", cfg_forget=6, cfg_k=11.0, cfg_h_mode="share", cfg_h=7.0)
+    _wait_for_prefetch()
+    assert calls == [(6, 0.11, 0.07, "both"),                          # the page's own answer (auto: both)
+                     (6, 0.11, 0.075, "both"),                         # H one step up, first
+                     (6, 0.11, 0.07, "in"), (6, 0.11, 0.07, "out"),    # the other weights to perturb
+                     (6, 0.11, 0.065, "both"),                         # H one step down
+                     (6, 0.115, 0.07, "both"), (6, 0.105, 0.07, "both")]   # then K
+    calls.clear()
+    at.slider(key="w_cfg_h").set_value(7.5).run()
+    assert not at.exception
+    assert at.session_state["unlearn_report"]["config"]["selection"]["h"] == pytest.approx(0.075)
+    _wait_for_prefetch()
+    assert (6, 0.11, 0.075, "both") not in calls                       # found in the cache
+    assert calls[0] == (6, 0.11, 0.08, "both")                          # the direction it moved, first
+
+
+def test_a_page_run_of_another_session_stops_the_prefetch(monkeypatch):
+    """One prefetch at a time in the app: any session's next page run (here a second visitor's Model
+    page) stops it, so a session left behind by a reload cannot keep the machine busy."""
+    from pages import common
+
+    calls = _counted_unlearn(monkeypatch, lambda cls, config: (cls, round(config.selection.k, 4)))
+    monkeypatch.setattr(common, "PREFETCH_DELAY", 30.0)          # the thread waits: nothing done before the stop
+    new_app("4_unlearn", cfg_forget=2, cfg_k=17.0)
+    threads = [t for t in threading.enumerate() if t.name.startswith("unlearning-lab-prefetch")]
+    assert threads and calls == [(2, 0.17)]                       # the page's answer; the prefetch is waiting
+    new_app("1_model")                                            # another session
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert calls == [(2, 0.17)]                                   # stopped before it prepared anything
+
+
+def test_a_sweep_that_gives_way_is_not_kept():
+    """A prefetch's sweep stopped between two strengths raises Stopped and leaves nothing in the cache:
+    the page's own call then computes every strength."""
+    from pages import common
+
+    class Counting:
+        def __init__(self):
+            self.strengths = []
+
+        def evaluate(self, strength, method):
+            self.strengths.append(strength)
+            return SimpleNamespace(forget_acc=1 - strength, retain_acc=0.9), None
+
+    explorer, asked = Counting(), []
+    key = f"test-sweep-{time.time()}"
+    with pytest.raises(common.Stopped):
+        common.sweep(key, explorer, "zero", _stop=lambda: asked.append(1) or len(asked) > 3)
+    assert len(explorer.strengths) == 3
+    curve = common.sweep(key, explorer, "zero")                   # the 8 strengths not yet evaluated
+    assert curve["forget"] == pytest.approx([1 - x for x in curve["x"]]) and len(curve["x"]) == 11
+    assert sorted(explorer.strengths) == sorted(curve["x"])
+    assert common.sweep(key, explorer, "zero") == curve and len(explorer.strengths) == 11     # now kept
 
 
 def test_two_sessions_share_the_cache_but_not_their_state():

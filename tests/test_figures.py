@@ -191,3 +191,40 @@ def test_seconds_and_metric_figures_on_stored_runs():
     ref = part.loc[part["method"] == "retrain", "mia_entropy"].mean()
     assert list(mia.data[0].x)[:2] == ["retrain", "original"]
     assert mia.data[0].y[0] == pytest.approx(ref) and any(s.y0 == pytest.approx(ref) for s in mia.layout.shapes)
+
+
+def test_the_unlearn_pages_image_panels_sit_side_by_side_square_and_on_the_before_scale():
+    """image_before_after is built from one plain spec: three panels whose domains do not overlap,
+    titled above their centres, pixels square with row 0 on top, the after map on the before map's
+    scale; a colour image is a PNG layout image on the first panel's axes."""
+    from core.ui.unlearn_figures import image_before_after
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(8, 8))
+    fig = image_before_after(rng.random((8, 8)), before, before / 2, ["image", "before", "after"], percentile=100)
+    layout = fig.layout
+    domains = [layout[f"xaxis{s}"].domain for s in ("", "2", "3")]
+    assert domains[0][0] == 0 and domains[-1][1] == pytest.approx(1)
+    assert all(a[1] + 0.06 == pytest.approx(b[0]) for a, b in zip(domains, domains[1:]))    # 0.06 apart
+    assert [a.text for a in layout.annotations] == ["image", "before", "after"]
+    assert [a.x for a in layout.annotations] == pytest.approx([(d[0] + d[1]) / 2 for d in domains])
+    for s in ("", "2", "3"):
+        assert layout[f"yaxis{s}"].autorange == "reversed" and layout[f"yaxis{s}"].scaleanchor == f"x{s}"
+    _, b, a = fig.data
+    assert (b.xaxis, a.xaxis) == ("x2", "x3") and np.allclose(np.asarray(a.z), np.asarray(b.z) / 2)
+    colour = image_before_after(rng.random((8, 8, 3)), before, before, ["a", "b", "c"])
+    assert len(colour.layout.images) == 1 and colour.layout.images[0].xref == "x"
+    assert colour.layout.images[0].source.startswith("data:image/png;base64,") and trace_types(colour) <= ALLOWED
+
+
+def test_the_unlearn_pages_bars_and_sweep_mark_damage_and_the_current_strength():
+    from core.ui.unlearn_figures import bars_before_after, sweep
+
+    fig = bars_before_after(["0", "1", "2"], [0.9, 0.95, 0.8], [0.0, 0.9, 0.79], forget_class=0)
+    after = fig.data[1]
+    assert list(after.marker.color) == [F.AFTER_COLOR, "#c92a2a", F.AFTER_COLOR]   # class 1 lost 5 points
+    assert [a.text for a in fig.layout.annotations] == ["<b>0</b>", "<b>-5.0</b>"] and fig.layout.barmode == "group"
+    curve = sweep([0, 0.5, 1], [0.9, 0.4, 0.0], [0.98, 0.97, 0.96], 0.5, "strength")
+    assert [t.name for t in curve.data] == ["forget class", "retain classes"] and list(curve.data[0].y) == [90, 40, 0]
+    assert curve.layout.shapes[0].x0 == 0.5 and curve.layout.shapes[0].yref == "y domain"
+    assert curve.layout.xaxis.title.text == "strength" and not curve.layout.showlegend

@@ -8,13 +8,15 @@ of a model runs only the layers its edits change.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import fx, nn
 
 from core.models.graph import Cut, ModelGraph, batch_for, graph_of, remembered_graph
 from core.models.tracing import GATE
@@ -100,6 +102,37 @@ def changed_modules(original: nn.Module, variant: nn.Module) -> list[str]:
         if old is None or (tensor is not old and not torch.equal(tensor.detach(), old.detach())):
             out.add(name.rsplit(".", 1)[0])
     return sorted(out)
+
+
+ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
+                       nn.Sigmoid, nn.Tanh, nn.Dropout, nn.Identity)
+ELEMENTWISE_FUNCTIONS = {torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish, F.hardsigmoid,
+                         torch.sigmoid, torch.tanh, F.dropout}
+ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone"}
+
+
+def _elementwise(graph: ModelGraph, node: fx.Node) -> bool:
+    """Whether ``node`` acts on each element of its one tensor input alone (no parameters, no
+    reshaping), so that it may run on some of the columns of a (N, F) tensor."""
+    if node.op == "call_module":
+        return type(graph.modules[node.target]) in ELEMENTWISE_MODULES
+    extra = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+    if extra:
+        return False
+    return (node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS
+            or node.op == "call_method" and node.target in ELEMENTWISE_METHODS)
+
+
+def _apply(model: nn.Module, chain: list[fx.Node], x: torch.Tensor) -> torch.Tensor:
+    """The elementwise operations ``chain`` (:func:`_elementwise` nodes) of ``model`` on ``x``."""
+    for node in chain:
+        if node.op == "call_module":
+            x = model.get_submodule(node.target)(x)
+        elif node.op == "call_function":
+            x = node.target(x, *node.args[1:], **node.kwargs)
+        else:
+            x = getattr(x, node.target)(*node.args[1:], **node.kwargs)
+    return x
 
 
 class Activations:
@@ -215,6 +248,11 @@ class LinearRowCache:
     z'_U = z_U + x (W'_U - W_U)^T + (b'_U - b_U). Zeroing with strength s makes W'_U = (1 - s) W_U,
     so x (W'_U - W_U)^T = -s (z_U - b_U) costs nothing; noise adds s N_U, and x N_U^T is computed
     once per draw (method, seed). Only the part after this layer is then re-run.
+
+    Where that part is an elementwise activation a (ReLU, dropout, ...) and then the classifier,
+    logits = a(z) V^T + c, the columns outside U never change: with P = a(z_{~U}) V_{~U}^T kept,
+    a copy's logits are P + a(z'_U) V'_U^T + c', for any V', c' whose columns outside U are V's
+    (:attr:`classifier_tail`; else the whole tail runs).
     """
 
     graph: ModelGraph
@@ -226,6 +264,7 @@ class LinearRowCache:
     rows: list[int]
     products: dict = field(default_factory=dict)
     _rows_out: tuple | None = field(default=None, repr=False)   # (rows as an index, their cached outputs)
+    _kept: tuple | None = field(default=None, repr=False)       # (columns outside U, P, V_{~U}) of the source
 
     @classmethod
     @torch.no_grad()
@@ -252,6 +291,44 @@ class LinearRowCache:
     def outputs(self) -> torch.Tensor:
         return self.live[self.slot]
 
+    @functools.cached_property
+    def classifier_tail(self) -> tuple[list[fx.Node], str] | None:
+        """(the elementwise operations from the layer's output z to the classifier, the classifier's
+        name) when the logits are classifier(a(z)) and z is the only live tensor; else None."""
+        if len(self.live) != 1:
+            return None
+        graph, node, chain = self.graph, self.graph.call_of(self.layer), []
+        classifier = graph.classifier()
+        while len(node.users) == 1:
+            (node,) = node.users
+            if len(node.all_input_nodes) != 1:
+                return None
+            if node.op == "call_module" and node.target == classifier:
+                return (chain, classifier) if graph.output is node else None
+            if not _elementwise(graph, node):
+                return None
+            chain.append(node)
+        return None
+
+    def _split_logits(self, source: nn.Module, variant: nn.Module, z_rows: torch.Tensor) -> torch.Tensor | None:
+        """Logits of ``variant`` whose layer output has ``z_rows`` in rows U (:attr:`classifier_tail`),
+        or None where the split does not hold for it."""
+        chain, classifier = self.classifier_tail
+        old, new = source.get_submodule(classifier), variant.get_submodule(classifier)
+        with GATE.run():                     # the activations are modules: never while a trace patches calls
+            if self._kept is None:
+                index = self._rows_out[0]
+                others = torch.ones(self.outputs.shape[1], dtype=torch.bool, device=index.device)
+                others[index] = False
+                others = others.nonzero().flatten()
+                kept_w = old.weight.index_select(1, others)
+                self._kept = (others, _apply(source, chain, self.outputs.index_select(1, others)) @ kept_w.T, kept_w)
+            others, kept, kept_w = self._kept
+            if new.weight is not old.weight and not torch.equal(new.weight.index_select(1, others), kept_w):
+                return None
+            logits = torch.addmm(kept, _apply(variant, chain, z_rows), new.weight.index_select(1, self._rows_out[0]).T)
+        return (logits if new.bias is None else logits + new.bias).float().cpu()
+
     def _logits(self, variant: nn.Module, z: torch.Tensor) -> torch.Tensor:
         live = self.live[:self.slot] + (z,) + self.live[self.slot + 1:]
         return self.graph.run_tail(variant, live, self.cut)
@@ -265,7 +342,7 @@ class LinearRowCache:
             layer = variant.get_submodule(self.layer)
             bias = layer.bias[rows] if layer.bias is not None else None
             self.outputs[:, rows] = torch.nn.functional.linear(self.inputs, layer.weight[rows], bias)
-            self._rows_out = None
+            self._rows_out = self._kept = None
         return self._logits(variant, self.outputs)
 
     @torch.no_grad()
@@ -278,13 +355,21 @@ class LinearRowCache:
         index, z_rows = self._rows_out
         delta_b = (after.bias[index] - before.bias[index]) if before.bias is not None else 0.0
         bias = before.bias[index] if before.bias is not None else 0.0
-        z = self.outputs.clone()
-        if method == "zero":
-            z.index_copy_(1, index, (1 - strength) * (z_rows - bias) + bias + delta_b)
+        if method == "zero":                      # (1 - s)(z_U - b_U) + b_U + (b'_U - b_U), in one pass
+            shift = strength * bias + delta_b
+            new_rows = torch.add(shift, z_rows, alpha=1 - strength) if torch.is_tensor(shift) else z_rows * (1 - strength)
         elif strength > 0:
             key = (method, seed)
             if key not in self.products:
                 delta_w = after.weight[index] - before.weight[index]
                 self.products[key] = self.inputs @ (delta_w / strength).T
-            z.index_copy_(1, index, z_rows + strength * self.products[key] + delta_b)
+            new_rows = z_rows + strength * self.products[key] + delta_b
+        else:
+            new_rows = z_rows
+        if self.classifier_tail is not None:
+            logits = self._split_logits(source, variant, new_rows)
+            if logits is not None:
+                return logits
+        z = self.outputs.clone()
+        z.index_copy_(1, index, new_rows)
         return self._logits(variant, z)

@@ -34,6 +34,18 @@ def _style(fig: go.Figure, title: str, height: int = 380, **layout) -> go.Figure
     return fig
 
 
+def _from_spec(data: list[dict], title: str, height: int = 380, **layout) -> go.Figure:
+    """A figure built in one step from plain trace and layout dicts, styled as :func:`_style` styles one.
+
+    Plotly validates the whole spec once here; building the same figure by its update methods
+    (``make_subplots``, ``add_trace(row=, col=)``, ``update_layout``, ``add_annotation``...) validates at
+    every call, 3-5x the time (30-90 ms a figure on this project's 2-core machine, a large share of a
+    dashboard step: BENCHMARKS.md, "Dashboard response times")."""
+    layout.setdefault("margin", dict(l=60, r=30, t=60, b=50))
+    return go.Figure(data=data, layout=dict(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)),
+                                            template=template(), height=height, font=FONT, **layout))
+
+
 def percent(values) -> list[float | None]:
     """Fractions to percent; NaN/None stay empty."""
     out = []
@@ -128,11 +140,16 @@ def clip_relevance(heatmap: np.ndarray, percentile: float = 99.0, polarity: str 
     return np.clip(h / (scale if scale > 0 else 1.0), -1.0, 1.0)
 
 
+def _relevance_spec(z: np.ndarray, showscale: bool, name: str = "") -> dict:
+    """A relevance heatmap trace (as a dict): [-1, 1] on the diverging scale, 0 white."""
+    return dict(type="heatmap", z=z, zmin=-1, zmax=1, zmid=0, colorscale=RELEVANCE_SCALE, showscale=showscale,
+                name=name, colorbar=dict(title=dict(text="relevance", side="right"), tickvals=[-1, 0, 1],
+                                         ticktext=["- (against)", "0", "+ (for)"], len=0.9, thickness=14),
+                hovertemplate="row %{y}, col %{x}<br>relevance %{z:.2f} of clip<extra></extra>")
+
+
 def _relevance_trace(z: np.ndarray, showscale: bool, name: str = "") -> go.Heatmap:
-    return go.Heatmap(z=z, zmin=-1, zmax=1, zmid=0, colorscale=RELEVANCE_SCALE, showscale=showscale, name=name,
-                      colorbar=dict(title=dict(text="relevance", side="right"), tickvals=[-1, 0, 1],
-                                    ticktext=["- (against)", "0", "+ (for)"], len=0.9, thickness=14),
-                      hovertemplate="row %{y}, col %{x}<br>relevance %{z:.2f} of clip<extra></extra>")
+    return go.Heatmap(**{k: v for k, v in _relevance_spec(z, showscale, name).items() if k != "type"})
 
 
 def _image_png(image: np.ndarray) -> str:
@@ -144,32 +161,64 @@ def _image_png(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _add_image(fig: go.Figure, image: np.ndarray, row: int, col: int) -> None:
-    """Grey images as a grey heatmap; colour images as a layout image over an empty heatmap."""
+def _image_spec(image: np.ndarray, xaxis: str = "x", yaxis: str = "y") -> tuple[dict, dict | None]:
+    """An image on axes (``xaxis``, ``yaxis``) as (heatmap trace, layout image or None): a grey image as
+    a grey heatmap; a colour one as a PNG layout image over an invisible heatmap of its size."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 2:
-        fig.add_trace(go.Heatmap(z=image, zmin=0, zmax=1, colorscale="gray", showscale=False,
-                                 hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra></extra>"), row=row, col=col)
-        return
+        return dict(type="heatmap", z=image, zmin=0, zmax=1, colorscale="gray", showscale=False, xaxis=xaxis,
+                    yaxis=yaxis, hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra></extra>"), None
     h, w = image.shape[:2]
-    fig.add_trace(go.Heatmap(z=np.zeros((h, w)), showscale=False, opacity=0, hoverinfo="skip"), row=row, col=col)
-    trace = fig.data[-1]
-    fig.add_layout_image(dict(source=_image_png(image), xref=trace.xaxis, yref=trace.yaxis, x=-0.5, y=-0.5,
-                              sizex=w, sizey=h, sizing="stretch", xanchor="left", yanchor="top", layer="below"))
+    return (dict(type="heatmap", z=np.zeros((h, w)), showscale=False, opacity=0, hoverinfo="skip", xaxis=xaxis,
+                 yaxis=yaxis),
+            dict(source=_image_png(image), xref=xaxis, yref=yaxis, x=-0.5, y=-0.5, sizex=w, sizey=h,
+                 sizing="stretch", xanchor="left", yanchor="top", layer="below"))
+
+
+def _add_image(fig: go.Figure, image: np.ndarray, row: int, col: int) -> None:
+    """:func:`_image_spec` added to the subplot at (``row``, ``col``) of a ``make_subplots`` figure."""
+    trace, picture = _image_spec(image)
+    fig.add_trace(go.Heatmap(**{k: v for k, v in trace.items() if k not in ("type", "xaxis", "yaxis")}),
+                  row=row, col=col)
+    if picture is not None:
+        added = fig.data[-1]
+        fig.add_layout_image(dict(picture, xref=added.xaxis, yref=added.yaxis))
+
+
+_PLAIN_AXIS = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
 
 
 def _square_axes(fig: go.Figure) -> None:
     """Pixels square, row 0 at the top, no ticks (one layout update: Plotly's per-axis updates are slow)."""
-    plain = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
     changes = {}
     for name in fig.layout:
         if name.startswith("xaxis"):
             suffix = name[5:]
-            changes[name] = plain
-            changes["yaxis" + suffix] = dict(plain, autorange="reversed", scaleanchor="x" + suffix)
+            changes[name] = _PLAIN_AXIS
+            changes["yaxis" + suffix] = dict(_PLAIN_AXIS, autorange="reversed", scaleanchor="x" + suffix)
     fig.update_layout(changes)
+
+
+def image_row_layout(titles: Sequence[str], spacing: float, title_size: int = 12) -> dict:
+    """Layout for ``len(titles)`` image panels side by side, as ``make_subplots(rows=1, cols=n,
+    subplot_titles=titles, horizontal_spacing=spacing)`` lays them out, with each panel's pixels
+    square and row 0 on top: panel ``i`` (from 1) is on axes ``x{i}``/``y{i}`` ("x"/"y" for the first),
+    each of width :math:`w = (1 - (n - 1) s) / n`, starting at :math:`(i - 1)(w + s)`."""
+    n = len(titles)
+    width = (1.0 - (n - 1) * spacing) / n
+    layout: dict = {"annotations": []}
+    for i, text in enumerate(titles):
+        suffix = "" if i == 0 else str(i + 1)
+        start = i * (width + spacing)
+        layout["xaxis" + suffix] = dict(_PLAIN_AXIS, anchor="y" + suffix, domain=[start, start + width])
+        layout["yaxis" + suffix] = dict(_PLAIN_AXIS, anchor="x" + suffix, domain=[0.0, 1.0], autorange="reversed",
+                                        scaleanchor="x" + suffix)
+        layout["annotations"].append(dict(text=text, x=start + width / 2, y=1.0, xref="paper", yref="paper",
+                                          xanchor="center", yanchor="bottom", showarrow=False,
+                                          font=dict(size=title_size)))
+    return layout
 
 
 def relevance_grid(images: np.ndarray, heatmaps: np.ndarray, titles: Sequence[str], percentile: float = 99.0,

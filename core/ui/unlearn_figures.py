@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.ui.figures import (AFTER_COLOR, BEFORE_COLOR, FORGET_COLOR, RELEVANCE_SCALE, RETAIN_COLOR, _add_image,
-                             _relevance_trace, _square_axes, _style, clip_relevance, percent, relevance_scale)
+                             _from_spec, _image_spec, _relevance_spec, _relevance_trace, _square_axes, _style,
+                             clip_relevance, image_row_layout, percent, relevance_scale)
 
 COLLATERAL = 0.02            # a retain class that lost more than this (2 points) is marked
 DAMAGE_COLOR = "#c92a2a"
@@ -33,44 +34,40 @@ def bars_before_after(classes: Sequence[str], before: Sequence[float], after: Se
     labels = [f"<b>{name}</b>" if c == forget_class else str(name) for c, name in enumerate(classes)]
     b, a = percent(before), percent(after)
     damaged = collateral(before, after, forget_class)
-    fig = go.Figure([
-        go.Bar(name="before", x=labels, y=b, marker_color=BEFORE_COLOR,
-               hovertemplate="class %{x}<br>before %{y:.1f} %<extra></extra>"),
-        go.Bar(name="after", x=labels, y=a,
-               marker_color=[DAMAGE_COLOR if c in damaged else AFTER_COLOR for c in range(len(labels))],
-               hovertemplate="class %{x}<br>after %{y:.1f} %<extra></extra>"),
-    ])
+    data = [dict(type="bar", name="before", x=labels, y=b, marker=dict(color=BEFORE_COLOR),
+                 hovertemplate="class %{x}<br>before %{y:.1f} %<extra></extra>"),
+            dict(type="bar", name="after", x=labels, y=a,
+                 marker=dict(color=[DAMAGE_COLOR if c in damaged else AFTER_COLOR for c in range(len(labels))]),
+                 hovertemplate="class %{x}<br>after %{y:.1f} %<extra></extra>")]
+    notes = []
     if 0 <= forget_class < len(labels):
-        fig.add_annotation(x=labels[forget_class], y=a[forget_class] or 0, text=f"<b>{a[forget_class]:.0f}</b>",
-                           showarrow=False, yanchor="bottom", font=dict(color=FORGET_COLOR, size=12))
-    for c, loss in damaged.items():
-        fig.add_annotation(x=labels[c], y=103, text=f"<b>-{100 * loss:.1f}</b>", showarrow=False, yanchor="bottom",
-                           font=dict(color=DAMAGE_COLOR, size=11))
+        notes.append(dict(x=labels[forget_class], y=a[forget_class] or 0, text=f"<b>{a[forget_class]:.0f}</b>",
+                          showarrow=False, yanchor="bottom", font=dict(color=FORGET_COLOR, size=12)))
+    notes += [dict(x=labels[c], y=103, text=f"<b>-{100 * loss:.1f}</b>", showarrow=False, yanchor="bottom",
+                   font=dict(color=DAMAGE_COLOR, size=11)) for c, loss in damaged.items()]
     ticks = [0, 25, 50, 75, 100]
-    fig.update_yaxes(range=[0, 112], tickvals=ticks, ticktext=[f"{t} %" for t in ticks])
-    fig.update_xaxes(type="category")
-    fig.update_layout(barmode="group", bargap=0.2, showlegend=False)
     title = title or (f"Per-class accuracy: <span style='color:{BEFORE_COLOR}'>before</span> / "
                       f"<span style='color:{AFTER_COLOR}'>after</span>")
-    return _style(fig, title, height=height, margin=dict(l=45, r=10, t=40, b=25))
+    return _from_spec(data, title, height=height, margin=dict(l=45, r=10, t=40, b=25), annotations=notes,
+                      yaxis=dict(range=[0, 112], tickvals=ticks, ticktext=[f"{t} %" for t in ticks]),
+                      xaxis=dict(type="category"), barmode="group", bargap=0.2, showlegend=False)
 
 
 def sweep(xs: Sequence[float], forget: Sequence[float], retain: Sequence[float], current_x: float,
           x_title: str, height: int = 250) -> go.Figure:
     """Forget and retain accuracy over the strength, the current strength marked. The title names the
     two curves in their colours (no legend to cover them)."""
-    fig = go.Figure([
-        go.Scatter(x=list(xs), y=percent(forget), name="forget class", mode="lines+markers",
-                   line=dict(color=FORGET_COLOR, width=3), hovertemplate="%{x:.2f}: forget %{y:.1f} %<extra></extra>"),
-        go.Scatter(x=list(xs), y=percent(retain), name="retain classes", mode="lines+markers",
-                   line=dict(color=RETAIN_COLOR, width=3), hovertemplate="%{x:.2f}: retain %{y:.1f} %<extra></extra>"),
-    ])
-    fig.add_vline(x=current_x, line=dict(color="black", dash="dash", width=1))
-    fig.update_yaxes(range=[-4, 108], ticksuffix=" %")
-    fig.update_xaxes(title=dict(text=x_title, font=dict(size=12)))
+    data = [dict(type="scatter", x=list(xs), y=percent(forget), name="forget class", mode="lines+markers",
+                 line=dict(color=FORGET_COLOR, width=3), hovertemplate="%{x:.2f}: forget %{y:.1f} %<extra></extra>"),
+            dict(type="scatter", x=list(xs), y=percent(retain), name="retain classes", mode="lines+markers",
+                 line=dict(color=RETAIN_COLOR, width=3), hovertemplate="%{x:.2f}: retain %{y:.1f} %<extra></extra>")]
+    current = dict(type="line", x0=current_x, x1=current_x, xref="x", y0=0, y1=1, yref="y domain",
+                   line=dict(color="black", dash="dash", width=1))
     title = (f"<span style='color:{FORGET_COLOR}'>Forget</span> and <span style='color:{RETAIN_COLOR}'>retain</span> "
              "accuracy across strengths")
-    return _style(fig, title, height=height, margin=dict(l=45, r=10, t=40, b=45), showlegend=False)
+    return _from_spec(data, title, height=height, margin=dict(l=45, r=10, t=40, b=45), showlegend=False,
+                      shapes=[current], yaxis=dict(range=[-4, 108], ticksuffix=" %"),
+                      xaxis=dict(title=dict(text=x_title, font=dict(size=12))))
 
 
 def image_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray, titles: Sequence[str],
@@ -78,13 +75,14 @@ def image_before_after(image: np.ndarray, before: np.ndarray, after: np.ndarray,
     """Image, relevance before, relevance after (both on the before map's scale); ``titles`` name the
     three panels (e.g. with each model's predicted label)."""
     scale = relevance_scale(before, percentile)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=list(titles), horizontal_spacing=0.06)
-    _add_image(fig, image, 1, 1)
-    fig.add_trace(_relevance_trace(clip_relevance(before, scale=scale), showscale=False), row=1, col=2)
-    fig.add_trace(_relevance_trace(clip_relevance(after, scale=scale), showscale=False), row=1, col=3)
-    _square_axes(fig)
-    fig.update_annotations(font_size=12)
-    return _style(fig, title, height=height, margin=dict(l=5, r=5, t=60 if title else 30, b=5))
+    picture, layout_image = _image_spec(image)
+    data = [picture,
+            dict(_relevance_spec(clip_relevance(before, scale=scale), showscale=False), xaxis="x2", yaxis="y2"),
+            dict(_relevance_spec(clip_relevance(after, scale=scale), showscale=False), xaxis="x3", yaxis="y3")]
+    layout = image_row_layout(list(titles), spacing=0.06)
+    if layout_image is not None:
+        layout["images"] = [layout_image]
+    return _from_spec(data, title, height=height, margin=dict(l=5, r=5, t=60 if title else 30, b=5), **layout)
 
 
 def top3_text(top: Sequence[tuple[int, float]], classes: Sequence[str]) -> str:
