@@ -528,9 +528,13 @@ def test_step_neighbours_are_one_slider_step_away_the_last_direction_first():
 
 
 def _counted_unlearn(monkeypatch, record) -> list:
-    """The unlearnings run from now on (the page's and its prefetch's), each as ``record(cls, config)``."""
+    """The unlearnings run from now on (the page's and its prefetch's), each as ``record(cls, config)``;
+    an earlier test's prefetch is stopped and waited for first."""
     import core.unlearning.pipeline as pipeline
+    from pages import common
 
+    common.stop_prefetch()
+    _wait_for_prefetch()
     calls, real = [], pipeline.unlearn
 
     def counting(model, pool, cls, config=None, **kwargs):
