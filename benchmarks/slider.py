@@ -69,7 +69,7 @@ def page_times(data_dir: str, runs: int, forget_class: int) -> dict:
     os.environ["UNLEARN_DATA_DIR"] = data_dir
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     at.session_state["model_key"] = "shipped:mnist/cnn"
-    at.session_state["unl_class"] = forget_class
+    at.session_state["cfg_forget"] = forget_class
     t0 = time.perf_counter()
     at.run()
     at.switch_page("pages/4_unlearn.py")
@@ -81,7 +81,7 @@ def page_times(data_dir: str, runs: int, forget_class: int) -> dict:
     times = []
     for value in values:
         t0 = time.perf_counter()
-        at.slider(key="unl_strength").set_value(value).run()
+        at.slider(key="w_cfg_strength").set_value(value).run()
         times.append(time.perf_counter() - t0)
         assert at.session_state["unlearn_report"]["strength"] == value
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_load_s": first,
