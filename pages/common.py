@@ -539,36 +539,41 @@ def prefetch_steps(lm: ui.LoadedModel, cls: int, target: str, method: str, stren
     the direction it moved first (:func:`core.ui.speed.step_neighbours`); after the first of these
     steps, the other choices of weights to perturb (:data:`TARGETS`) at the current settings. (When
     each setting also ran the repair, this background work slowed the answers it did not serve on
-    2 cores: BENCHMARKS.md, "Dashboard response times".) The next page run, of any session (:func:`stop_prefetch`), stops
-    the thread within the step it is on (:func:`prepare`; the sweep gives way between two strengths),
-    and it starts only after ``PREFETCH_DELAY`` seconds without one, so that quick steps in a row do
-    not compete with it; a setting the page asks for meanwhile is computed once (Streamlit's caches
-    lock each key)."""
+    2 cores: BENCHMARKS.md, "Dashboard response times".) The next page run, of any session
+    (:func:`stop_prefetch`), stops the thread within the step it is on (:func:`prepare`; the sweep
+    gives way between two strengths), and it starts only after ``PREFETCH_DELAY`` seconds without
+    one, so that quick steps in a row do not compete with it; the settings are worked out there, not
+    in the page run; a setting the page asks for meanwhile is computed once (Streamlit's caches lock
+    each key)."""
     values = st.session_state.get("_path_values")
     if values is None:
         return
     stop_prefetch()
     stop = _PREFETCH["stop"] = threading.Event()
     last, st.session_state["_prefetch_last"] = st.session_state.get("_prefetch_last"), values
-    ranges = ({"h": SLIDER_RANGES["h"], "k": SLIDER_RANGES["k"]} if values["h_mode"] == "share"
-              else {"k": SLIDER_RANGES["k"]})
-    steps = [(v, target) for v in ui.step_neighbours(values, last, ranges, SLIDER_STEP)]
-    keys = {repr(with_target(path_config(values), target))}
-    targets = []                     # the other choices of weights that give another path or explorer
-    for other in TARGETS:
-        key = repr(with_target(path_config(values), other))
-        if key not in keys:
-            keys.add(key)
-            targets.append((values, other))
-    settings = steps[:1] + targets + steps[1:]       # the likeliest slider step, the targets, the other steps
 
     def stopped() -> bool:
         return stop.is_set() or _EXITING.is_set()
 
+    def settings() -> list[tuple[dict, str]]:
+        """(path settings, target) to prepare: the likeliest slider step, the other targets, the other steps."""
+        ranges = ({"h": SLIDER_RANGES["h"], "k": SLIDER_RANGES["k"]} if values["h_mode"] == "share"
+                  else {"k": SLIDER_RANGES["k"]})
+        steps = [(v, target) for v in ui.step_neighbours(values, last, ranges, SLIDER_STEP)]
+        config = path_config(values)
+        keys = {repr(with_target(config, target))}
+        targets = []                 # the other choices of weights that give another path or explorer
+        for other in TARGETS:
+            key = repr(with_target(config, other))
+            if key not in keys:
+                keys.add(key)
+                targets.append((values, other))
+        return steps[:1] + targets + steps[1:]
+
     def work():
         if stop.wait(PREFETCH_DELAY):    # stepping again at once: nothing started to compete with it
             return
-        for v, t in settings:
+        for v, t in settings():
             if stopped():
                 return
             try:

@@ -357,7 +357,8 @@ class LinearRowCache:
         bias = before.bias[index] if before.bias is not None else 0.0
         if method == "zero":                      # (1 - s)(z_U - b_U) + b_U + (b'_U - b_U), in one pass
             shift = strength * bias + delta_b
-            new_rows = torch.add(shift, z_rows, alpha=1 - strength) if torch.is_tensor(shift) else z_rows * (1 - strength)
+            new_rows = (torch.add(shift, z_rows, alpha=1 - strength) if torch.is_tensor(shift)
+                        else z_rows * (1 - strength))
         elif strength > 0:
             key = (method, seed)
             if key not in self.products:

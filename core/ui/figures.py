@@ -27,10 +27,16 @@ FORGET_COLOR, RETAIN_COLOR = "#d9480f", "#1c7ed6"
 FONT = dict(size=13)
 
 
-def _style(fig: go.Figure, title: str, height: int = 380, **layout) -> go.Figure:
+def _styled(title: str, height: int = 380, **layout) -> dict:
+    """The dashboard's look as layout properties: the title on the left, the one template and font,
+    ``height``, and ``layout`` on top (a default margin unless given)."""
     layout.setdefault("margin", dict(l=60, r=30, t=60, b=50))
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)), template=template(),
-                      height=height, font=FONT, **layout)
+    return dict(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)), template=template(),
+                height=height, font=FONT, **layout)
+
+
+def _style(fig: go.Figure, title: str, height: int = 380, **layout) -> go.Figure:
+    fig.update_layout(**_styled(title, height, **layout))
     return fig
 
 
@@ -41,9 +47,7 @@ def _from_spec(data: list[dict], title: str, height: int = 380, **layout) -> go.
     (``make_subplots``, ``add_trace(row=, col=)``, ``update_layout``, ``add_annotation``...) validates at
     every call, 3-5x the time (30-90 ms a figure on this project's 2-core machine, a large share of a
     dashboard step: BENCHMARKS.md, "Dashboard response times")."""
-    layout.setdefault("margin", dict(l=60, r=30, t=60, b=50))
-    return go.Figure(data=data, layout=dict(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=16)),
-                                            template=template(), height=height, font=FONT, **layout))
+    return go.Figure(data=data, layout=_styled(title, height, **layout))
 
 
 def percent(values) -> list[float | None]:
@@ -187,7 +191,11 @@ def _add_image(fig: go.Figure, image: np.ndarray, row: int, col: int) -> None:
         fig.add_layout_image(dict(picture, xref=added.xaxis, yref=added.yaxis))
 
 
-_PLAIN_AXIS = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+def _pixel_axes(suffix: str) -> tuple[dict, dict]:
+    """(x axis, y axis) ``x{suffix}``/``y{suffix}`` of an image panel: no ticks or grid, pixels square,
+    row 0 at the top."""
+    plain = dict(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    return plain, dict(plain, autorange="reversed", scaleanchor="x" + suffix)
 
 
 def _square_axes(fig: go.Figure) -> None:
@@ -196,8 +204,7 @@ def _square_axes(fig: go.Figure) -> None:
     for name in fig.layout:
         if name.startswith("xaxis"):
             suffix = name[5:]
-            changes[name] = _PLAIN_AXIS
-            changes["yaxis" + suffix] = dict(_PLAIN_AXIS, autorange="reversed", scaleanchor="x" + suffix)
+            changes[name], changes["yaxis" + suffix] = _pixel_axes(suffix)
     fig.update_layout(changes)
 
 
@@ -212,9 +219,9 @@ def image_row_layout(titles: Sequence[str], spacing: float, title_size: int = 12
     for i, text in enumerate(titles):
         suffix = "" if i == 0 else str(i + 1)
         start = i * (width + spacing)
-        layout["xaxis" + suffix] = dict(_PLAIN_AXIS, anchor="y" + suffix, domain=[start, start + width])
-        layout["yaxis" + suffix] = dict(_PLAIN_AXIS, anchor="x" + suffix, domain=[0.0, 1.0], autorange="reversed",
-                                        scaleanchor="x" + suffix)
+        x_axis, y_axis = _pixel_axes(suffix)
+        layout["xaxis" + suffix] = dict(x_axis, anchor="y" + suffix, domain=[start, start + width])
+        layout["yaxis" + suffix] = dict(y_axis, anchor="x" + suffix, domain=[0.0, 1.0])
         layout["annotations"].append(dict(text=text, x=start + width / 2, y=1.0, xref="paper", yref="paper",
                                           xanchor="center", yanchor="bottom", showarrow=False,
                                           font=dict(size=title_size)))
