@@ -191,26 +191,37 @@ def activations(model_id: str, _lm: ui.LoadedModel) -> ui.MemoActivations:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def warm_up(model_id: str, _lm: ui.LoadedModel) -> threading.Thread:
-    """Build, in the background, what a first visit to Unlearn needs for this model: the evaluation
-    set's activations before the default layer, at the classifier and before the erasure's layers,
-    and the modules LRP and the probes import. (Also computing the page's answer for the default
-    class here slowed the cold start itself on 2 cores: BENCHMARKS.md, "Dashboard response times".)"""
-    def work():
-        try:
-            layers = ui.analysable_layers(_lm.model, _lm.card)[-1:]
-            # What the Unlearn page and its erase button import (the Model page does not): about 4 s.
-            import core.attribution.canonizers  # noqa: F401  (zennit, torchvision)
-            caches = eval_caches(model_id, _lm)
-            caches.warm(layers)
-            import sklearn.linear_model  # noqa: F401
-            import sklearn.metrics  # noqa: F401
-            import sklearn.preprocessing  # noqa: F401
-        except Exception:                 # noqa: BLE001 - a warm-up only saves time; the page computes on demand
-            pass
-    thread = threading.Thread(target=work, name=f"{BACKGROUND}warm-{model_id[:8]}", daemon=True)
-    thread.start()
-    return thread
+def warm_up(model_id: str, _lm: ui.LoadedModel) -> tuple[threading.Thread, threading.Thread]:
+    """Build, in the background, what a first visit to Unlearn needs for this model, in two threads
+    that overlap on 2 cores: one reads the held-out images and builds the evaluation set's
+    activations before the default layer, at the classifier and before the erasure's layers (the
+    model's convolutions, which free the interpreter); the other imports the modules LRP and the
+    probes need (zennit with torchvision, then scikit-learn: about 4 s of Python, one core). (Also
+    computing the page's answer for the default class here slowed the cold start itself on 2 cores:
+    BENCHMARKS.md, "Dashboard response times".)"""
+    def evaluation():
+        layers = ui.analysable_layers(_lm.model, _lm.card)[-1:]
+        eval_caches(model_id, _lm).warm(layers)
+
+    def imports():
+        # What the Unlearn page and its erase button import (the Model page does not).
+        import core.attribution.canonizers  # noqa: F401  (zennit, torchvision)
+        import sklearn.linear_model  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
+
+    def quietly(work):
+        def run():
+            try:
+                work()
+            except Exception:             # noqa: BLE001 - a warm-up only saves time; the page computes on demand
+                pass
+        return run
+    threads = tuple(threading.Thread(target=quietly(work), name=f"{BACKGROUND}warm-{name}-{model_id[:8]}", daemon=True)
+                    for name, work in (("eval", evaluation), ("imports", imports)))
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 # ----------------------------------------------------------------------------- relevance and paths

@@ -73,6 +73,35 @@ def test_the_default_runs_each_pool_image_through_the_model_once(mnist_model, mn
     assert sum(passes) == len(pool)                      # the validation part once, the fit part once
 
 
+def test_the_repair_reads_the_erasure_s_last_trial_on_the_validation_part(mnist_model, mnist_split, monkeypatch):
+    """Each part of the pool goes through the erased convolution once under the original model and
+    once under the erased one: the validation part in the erasure's last trial, whose classifier
+    inputs the repair then reads, and the fit part in the repair."""
+    model, _ = mnist_model
+    pool, _ = mnist_split
+    unlearn(model, pool, 4)
+    graph = graph_of(model, (1, 28, 28))
+    conv2 = graph.position[graph.first_call("conv2").name]
+    through: list[int] = []                                   # images run through conv2 from a cut
+    segment, tail = graph_module.ModelGraph.run_segment, graph_module.ModelGraph.run_tail
+
+    def counted_segment(self, model_, live, start, stop, batch_size=None):
+        if start != stop and start.position <= conv2 < stop.position:
+            through.append(len(live[0]))
+        return segment(self, model_, live, start, stop, batch_size)
+
+    def counted_tail(self, model_, live, cut, batch_size=None):
+        if cut.position <= conv2:
+            through.append(len(live[0]))
+        return tail(self, model_, live, cut, batch_size)
+
+    monkeypatch.setattr(graph_module.ModelGraph, "run_segment", counted_segment)
+    monkeypatch.setattr(graph_module.ModelGraph, "run_tail", counted_tail)
+    result = unlearn(model, pool, 4)
+    assert result.erased_layers == ["fc1", "conv2"] and result.repairing is not None
+    assert sum(through) == 2 * len(pool)
+
+
 class _ViewNet(torch.nn.Module):
     """A convolution whose output is reshaped with ``view``, which a channels-last tensor refuses."""
 

@@ -266,6 +266,29 @@ def test_fashion_standin_plain_files_read_in_place(tmp_path, tmp_cache):
     assert len(test) == 20 and not (tmp_cache / "FashionMNIST").exists()
 
 
+def test_an_idx_split_is_decoded_once_then_read_back_without_torchvision(tmp_path, tmp_cache, monkeypatch):
+    """torchvision decodes a split's idx files once; later reads take the kept tensors (a fresh
+    process then need not import torchvision), and files with other content are decoded afresh."""
+    raw = make_fashion(tmp_path / "data", compress=False)
+    load = loaders._load_mnist_like("fashion_mnist")          # the reader itself, under load_split's memo
+    images, labels = load("test", tmp_path / "data", tmp_cache)
+    assert len(list((tmp_cache / "idx-tensors").glob("FashionMNIST-*/test.pt"))) == 1
+    real_tv = loaders._tv
+
+    def no_torchvision():
+        raise AssertionError("torchvision was asked to decode a split already kept")
+    monkeypatch.setattr(loaders, "_tv", no_torchvision)
+    kept_images, kept_labels = load("test", tmp_path / "data", tmp_cache)
+    assert torch.equal(kept_images, images) and torch.equal(kept_labels, labels)
+    relabelled = raw / "t10k-labels-idx1-ubyte"
+    write_idx(relabelled, (np.arange(20) + 3) % 10, compress=False)
+    os.utime(relabelled, ns=(relabelled.stat().st_atime_ns, relabelled.stat().st_mtime_ns + 10**9))
+    with pytest.raises(UserError, match="already kept"):    # other content: not served the kept tensors
+        load("test", tmp_path / "data", tmp_cache)
+    monkeypatch.setattr(loaders, "_tv", real_tv)
+    assert load("test", tmp_path / "data", tmp_cache)[1].tolist() == [(i + 3) % 10 for i in range(20)]
+
+
 def test_missing_mnist_is_a_user_error(tmp_path, tmp_cache, no_downloads):
     empty = tmp_path / "empty"
     empty.mkdir()

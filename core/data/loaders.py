@@ -88,21 +88,34 @@ def _mnist_root(key: str, root: Path | None, cache: Path) -> Path | None:
 
 
 def _load_mnist_like(key: str):
-    """Loader for MNIST or Fashion-MNIST returning uint8 images (N,1,28,28) and labels."""
+    """Loader for MNIST or Fashion-MNIST returning uint8 images (N,1,28,28) and labels. torchvision
+    decodes a split's idx files once; the tensors are then kept in the cache, keyed by those files'
+    content (:func:`core.data.cache.source_key`), so a later process reads them without importing
+    torchvision (about 2 s: the dashboard's first visit to Unlearn waits for its data)."""
     def load(split: str, root: Path | None, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        cls = _tv().MNIST_CLASSES[key]
         tv_root = _mnist_root(key, root, cache)
-        if tv_root is None and _download(cls, cache):
+        if tv_root is None and _download(_tv().MNIST_CLASSES[key], cache):
             tv_root = _mnist_root(key, None, cache)
         if tv_root is None:
             raise UserError(_missing_message(key, root))
+        raw = tv_root / _MNIST_FOLDERS[key] / "raw"
+        names = _MNIST_FILES[:2] if split == "train" else _MNIST_FILES[2:]
+        digest = source_key(raw, [(name, raw / name) for name in names])
+        pt = cache / _IDX_TENSORS_DIR / f"{_MNIST_FOLDERS[key]}-{digest}" / f"{split}.pt"
+        cached = _read_tensor_cache(pt, digest)
+        if cached is not None:
+            return cached
         try:
-            ds = cls(root=str(tv_root), train=split == "train", download=False)
+            ds = _tv().MNIST_CLASSES[key](root=str(tv_root), train=split == "train", download=False)
         except Exception as err:  # torchvision asserts/raises on malformed idx files
-            raise UserError(f"The {cls.__name__} files under {tv_root / cls.__name__ / 'raw'} are "
-                            f"unreadable or corrupt ({err}).") from err
-        return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+            raise UserError(f"The {_MNIST_FOLDERS[key]} files under {raw} are unreadable or corrupt ({err}).") from err
+        images, labels = ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+        _write_tensor_cache(pt, images, labels, digest)
+        return images, labels
     return load
+
+
+_IDX_TENSORS_DIR = "idx-tensors"
 
 
 def _read_cifar_batches(cls: type, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:

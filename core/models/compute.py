@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -150,6 +151,7 @@ class Activations:
         self.model, self.images = model, images
         self.graph = graph_of(model, tuple(images.info.input_shape))
         self._caches: dict[int, ActivationCache] = {}
+        self._known: "weakref.WeakKeyDictionary[nn.Module, dict[int, tuple]]" = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
 
     def at(self, cut: Cut) -> ActivationCache:
@@ -183,10 +185,20 @@ class Activations:
         return self.graph.earliest_cut(changed_modules(self.model, variant)) if variant is not self.model \
             else self.graph.earliest_cut(())
 
+    def remember(self, variant: nn.Module, cut: Cut, live: tuple[torch.Tensor, ...]) -> None:
+        """Keep ``live``, ``variant``'s live tensors at ``cut`` that a caller has just computed (the
+        erasure's last trial, for the repair), for as long as ``variant`` exists: :meth:`live` then
+        returns them. ``variant`` must not be changed afterwards."""
+        with self._lock:
+            self._known.setdefault(variant, {})[cut.position] = (cut, live)
+
     @torch.no_grad()
     def live(self, variant: nn.Module, cut: Cut, start: Cut | None = None) -> tuple[torch.Tensor, ...]:
         """``variant``'s live tensors at ``cut``. ``start``: a cut before which ``variant`` equals
         ``model`` (found by comparing their weights when not given)."""
+        known = self._known.get(variant, {}).get(cut.position)
+        if known is not None and known[0] == cut:
+            return known[1]
         start = start or self.start_of(variant)
         if cut.position <= start.position:
             return self.at(cut).activations

@@ -194,19 +194,27 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
     fit_inputs = {layer: fit_live[layer][cuts[layer].live.index(graph.call_of(layer).args[0].name)]
                   for layer in candidates}
 
-    def val_logits(trial: nn.Module, layer: str) -> torch.Tensor:
-        return graph.run_tail(trial, val_live[layer], cuts[layer])
+    classifier = graph.cut_at_module(graph.classifier())
 
-    base = summarize(val_logits(erased, candidates[0]), val.labels, forget_class).retain_acc   # the deepest cut: cheapest
+    def val_logits(trial: nn.Module, layer: str) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(logits, live tensors at the classifier's cut) of ``trial`` on ``val``."""
+        live = graph.run_segment(trial, val_live[layer], cuts[layer], classifier)
+        return graph.run_tail(trial, live, classifier), live
+
+    base = summarize(val_logits(erased, candidates[0])[0], val.labels, forget_class).retain_acc   # the deepest cut: cheapest
     budget = max(budget, error_share * (1 - base))
-    generator, chosen = torch.Generator().manual_seed(seed), []
+    generator, chosen, kept = torch.Generator().manual_seed(seed), [], None
     for layer in candidates:
         rows, labels = _rows(erased.get_submodule(layer), fit_inputs[layer], fit.labels, patches_per_image, generator)
         reader = graph.successor(layer)
         trial = shallow_variant(erased, [layer] + ([reader] if reader else []))
         fold_eraser(trial, layer, fit_eraser(rows, labels == forget_class, shrinkage), reader)
-        if base - summarize(val_logits(trial, layer), val.labels, forget_class).retain_acc > budget:
+        logits, live = val_logits(trial, layer)
+        if base - summarize(logits, val.labels, forget_class).retain_acc > budget:
             break
         chosen.append(layer)
-        erased = trial
-    return chosen, clone_model(erased)
+        erased, kept = trial, live
+    out = clone_model(erased)
+    if kept is not None:       # the erased model's classifier inputs on val: the repair reads them
+        val_acts.remember(out, classifier, kept)
+    return chosen, out
