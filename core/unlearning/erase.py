@@ -178,7 +178,10 @@ def choose_layers(model: nn.Module, fit: AnalysisPool, val: AnalysisPool, forget
     part of the model from its layer on. ``graph``: the structure of ``model`` (of the model it was
     copied from), traced when not given. ``fit_acts``, ``val_acts``: :class:`Activations` of
     ``fit`` and ``val`` under a model that ``model`` was edited from (the original), whose tensors
-    before ``model``'s edits are reused; made here for ``model`` itself when not given."""
+    before ``model``'s edits are reused; made here for ``model`` itself when not given. Where a layer
+    is kept, ``val_acts`` remembers the erased model's classifier inputs on ``val`` from the last
+    trial (:meth:`Activations.remember`: the repair reads them), so that model is not to be changed
+    in place afterwards."""
     graph = graph or graph_of(model, fit.info.input_shape)
     candidates = candidate_layers(graph)[:max_layers]
     if not candidates:
