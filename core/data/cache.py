@@ -178,6 +178,17 @@ def _write_tensor_cache(pt: Path, images: torch.Tensor, labels: torch.Tensor, so
         tmp.unlink(missing_ok=True)
 
 
+def cached_tensors(pt: Path, source: str, decode) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images, labels) from the cache file ``pt`` written from the data keyed ``source``, else
+    ``decode()``'s, which are then written there (:func:`_write_tensor_cache`) for the next load."""
+    cached = _read_tensor_cache(pt, source)
+    if cached is not None:
+        return cached
+    images, labels = decode()
+    _write_tensor_cache(pt, images, labels, source)
+    return images, labels
+
+
 def write_marker(path: Path, text: str) -> None:
     """A small text file written atomically (a cache entry's record of its sources)."""
     tmp = _tmp_name(path)

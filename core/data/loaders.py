@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from core.data.cache import (_materialise, _read_tensor_cache, _safe_extract, _write_tensor_cache, source_key,
+from core.data.cache import (_materialise, _safe_extract, cached_tensors, source_key,
                              write_marker)
 from core.errors import UserError
 from core.data.locate import (_CIFAR10_TARBALL, _MNIST_FILES, _MNIST_FOLDERS, _cifar10_tarball, _cifar_batches_root,
@@ -102,16 +102,15 @@ def _load_mnist_like(key: str):
         names = _MNIST_FILES[:2] if split == "train" else _MNIST_FILES[2:]
         digest = source_key(raw, [(name, raw / name) for name in names])
         pt = cache / _IDX_TENSORS_DIR / f"{_MNIST_FOLDERS[key]}-{digest}" / f"{split}.pt"
-        cached = _read_tensor_cache(pt, digest)
-        if cached is not None:
-            return cached
-        try:
-            ds = _tv().MNIST_CLASSES[key](root=str(tv_root), train=split == "train", download=False)
-        except Exception as err:  # torchvision asserts/raises on malformed idx files
-            raise UserError(f"The {_MNIST_FOLDERS[key]} files under {raw} are unreadable or corrupt ({err}).") from err
-        images, labels = ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
-        _write_tensor_cache(pt, images, labels, digest)
-        return images, labels
+
+        def decode() -> tuple[torch.Tensor, torch.Tensor]:
+            try:
+                ds = _tv().MNIST_CLASSES[key](root=str(tv_root), train=split == "train", download=False)
+            except Exception as err:  # torchvision asserts/raises on malformed idx files
+                raise UserError(f"The {_MNIST_FOLDERS[key]} files under {raw} are unreadable or corrupt "
+                                f"({err}).") from err
+            return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+        return cached_tensors(pt, digest, decode)
     return load
 
 
@@ -164,20 +163,18 @@ def _load_cifar10(split: str, root: Path | None, cache: Path) -> tuple[torch.Ten
     if found is None:
         return _load_cifar_batches("cifar10", split, root, cache)
     pt, digest = found
-    cached = _read_tensor_cache(pt, digest)
-    if cached is not None:
-        return cached
-    folder = pt.parent / split
-    if not folder.is_dir():
-        _safe_extract(root / _CIFAR10_TARBALL, pt.parent)
-    missing = [c for c in _CIFAR10_CLASSES if not (folder / c).is_dir()]
-    if missing:
-        raise UserError(f"The CIFAR-10 JPEG folder {folder} lacks the class folders {', '.join(missing)}.")
-    samples = _list_images(folder, _CIFAR10_CLASSES)
-    images = _decode_images([p for p, _ in samples], (32, 32))
-    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
-    _write_tensor_cache(pt, images, labels, digest)
-    return images, labels
+
+    def decode() -> tuple[torch.Tensor, torch.Tensor]:
+        folder = pt.parent / split
+        if not folder.is_dir():
+            _safe_extract(root / _CIFAR10_TARBALL, pt.parent)
+        missing = [c for c in _CIFAR10_CLASSES if not (folder / c).is_dir()]
+        if missing:
+            raise UserError(f"The CIFAR-10 JPEG folder {folder} lacks the class folders {', '.join(missing)}.")
+        samples = _list_images(folder, _CIFAR10_CLASSES)
+        return _decode_images([p for p, _ in samples], (32, 32)), torch.tensor([c for _, c in samples],
+                                                                              dtype=torch.int64)
+    return cached_tensors(pt, digest, decode)
 
 
 def _list_images(folder: Path, classes: Sequence[str]) -> list[tuple[str, int]]:
@@ -229,13 +226,8 @@ def _imagefolder_uint8(path: Path, split: str, cache: Path) -> tuple[torch.Tenso
     digest = source_key(folder, [(f"{Path(p).relative_to(folder)}\t{c}\t{info.input_shape}", Path(p))
                                  for p, c in samples])
     pt = cache / "imagefolder" / f"{digest}-{split}.pt"
-    cached = _read_tensor_cache(pt, digest)
-    if cached is not None:
-        return cached
-    images = _decode_images([p for p, _ in samples], info.input_shape[1:])
-    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
-    _write_tensor_cache(pt, images, labels, digest)
-    return images, labels
+    return cached_tensors(pt, digest, lambda: (_decode_images([p for p, _ in samples], info.input_shape[1:]),
+                                               torch.tensor([c for _, c in samples], dtype=torch.int64)))
 
 
 _MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # PIL's decompression-bomb limit

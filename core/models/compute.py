@@ -151,7 +151,7 @@ class Activations:
         self.model, self.images = model, images
         self.graph = graph_of(model, tuple(images.info.input_shape))
         self._caches: dict[int, ActivationCache] = {}
-        self._known: "weakref.WeakKeyDictionary[nn.Module, dict[int, tuple]]" = weakref.WeakKeyDictionary()
+        self._known: "weakref.WeakKeyDictionary[nn.Module, dict[Cut, tuple]]" = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
 
     def at(self, cut: Cut) -> ActivationCache:
@@ -190,15 +190,15 @@ class Activations:
         erasure's last trial, for the repair), for as long as ``variant`` exists: :meth:`live` then
         returns them. ``variant`` must not be changed afterwards."""
         with self._lock:
-            self._known.setdefault(variant, {})[cut.position] = (cut, live)
+            self._known.setdefault(variant, {})[cut] = live
 
     @torch.no_grad()
     def live(self, variant: nn.Module, cut: Cut, start: Cut | None = None) -> tuple[torch.Tensor, ...]:
         """``variant``'s live tensors at ``cut``. ``start``: a cut before which ``variant`` equals
         ``model`` (found by comparing their weights when not given)."""
-        known = self._known.get(variant, {}).get(cut.position)
-        if known is not None and known[0] == cut:
-            return known[1]
+        known = self._known.get(variant, {}).get(cut)
+        if known is not None:
+            return known
         start = start or self.start_of(variant)
         if cut.position <= start.position:
             return self.at(cut).activations
