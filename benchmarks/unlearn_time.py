@@ -6,9 +6,10 @@
 The shipped model unlearns each forget class from the seed's analysis pool (``split_heldout(test,
 100, seed)``), in one warm process: a first call per class (tracing, first imports) is not
 timed, then ``--repeats`` calls are, and the median is kept. Prints the median and the worst class
-of the total and each stage's median. ``--compare`` runs another checkout (e.g. a git worktree of
-an older commit) and this one alternately, ``--rounds`` times each, in fresh processes, and prints
-both with their ratio: this machine's speed drifts by 1.5-2x within an hour, so only ratios
+of the total and each stage's median (medians over rounds), and the worst class of the slowest
+round. ``--compare`` runs another checkout (e.g. a git worktree of an older commit) and this one
+alternately, ``--rounds`` times each, in fresh processes, and prints both with their ratio: this
+machine's speed drifts by 1.5-2x within an hour, so only ratios
 measured in one run are reported.
 """
 from __future__ import annotations
@@ -100,6 +101,10 @@ def main() -> None:
         ratio = f" {values['this'] / values['other']:.2f} |" if "other" in roots and values.get("other") else \
             (" - |" if "other" in roots else "")
         print(f"| {key} | {cells} |{ratio}")
+    slowest = {name: max(r["worst class"] for r in rounds[name]) for name in roots}
+    cells = " | ".join(f"{slowest[n]:.3f}" for n in roots)
+    ratio = f" {slowest['this'] / slowest['other']:.2f} |" if "other" in roots else ""
+    print(f"| worst class, slowest round | {cells} |{ratio}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 REPORT_KEYS = {"forget_class", "dataset", "arch", "model", "per_class_before", "per_class_after", "forget_acc_before",
                "forget_acc_after", "retain_acc_before", "retain_acc_after", "selected_units", "target_used",
-               "erased_layers", "relabelling", "repair", "seconds_unlearn", "seconds_breakdown", "analysis_size",
+               "erased_layers", "relabelling", "repair", "seconds_unlearn", "seconds_breakdown", "seconds_loading_libraries",
+               "analysis_size",
                "analysis_images_used", "eval_split", "eval_size", "seed", "device", "config"}
 
 
@@ -46,12 +47,43 @@ def test_unlearn_mnist_table_and_save(tmp_path, shared_data):
     assert proc.returncode == 0, proc.stderr
     assert "forget accuracy" in proc.stdout and "<- forget" in proc.stdout
     assert "second-choice relabelling: skipped: " in proc.stdout      # MNIST: too few wrong answers to compare with
+    assert "loading the libraries (" in proc.stdout and "evaluation not included" in proc.stdout
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["notes"]["forget_class"] == 3 and len(card["notes"]["source_sha256"]) == 64
     assert card["notes"]["relabelling"]["strength"] == 0 and card["notes"]["parameters"]["relabel"] == {"budget": 0.02, "min_wrong": 20, "shrinkage": 0.1}
     again = run_cli("unlearn", "--dataset", "mnist", "--arch", "cnn", "--forget", "3", "--data-dir", str(shared_data),
                     "--save", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+FIRST_CALL = """
+import sys
+from core.data.catalog import load_split
+from core.data.sets import split_heldout
+from core.models.checkpoints import load_checkpoint, shipped_checkpoint
+from core.unlearning.pipeline import load_libraries, unlearn
+model, _ = load_checkpoint(shipped_checkpoint("digits", "cnn"))
+pool, _ = split_heldout(load_split("digits", "test", None), 20, seed=3)
+if sys.argv[1] == "load":
+    load_libraries()
+before = set(sys.modules)
+unlearn(model, pool, 3)
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_cli_s_one_timed_call_loads_no_library():
+    """The CLI reports one call's seconds, in a fresh process: after ``load_libraries`` the first
+    ``unlearn`` imports no module at all, so the figure is the unlearning's; without it, that call
+    imports zennit, torchvision and torch._dynamo."""
+    def imported(mode: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-c", FIRST_CALL, mode], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return set(done.stdout.split())
+
+    assert {"zennit", "torchvision", "torch._dynamo"} <= imported("skip")
+    assert imported("load") == set()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -48,6 +48,17 @@ def check_class(forget_class: int, num_classes: int) -> int:
     return int(forget_class)
 
 
+def load_libraries() -> float:
+    """Import what :func:`unlearn` imports on its first call, so that a caller timing one call (the
+    CLI) times the unlearning, not Python loading modules: zennit's canonizers, with torchvision
+    (whose ``ops`` pull in ``torch._dynamo``, about 1-2 s on a 2-core CPU), and the symbolic shapes
+    torch.fx's shape propagation imports when it first traces a model. Returns the seconds taken."""
+    start = time.perf_counter()
+    import core.attribution.canonizers  # noqa: F401  (zennit, torchvision)
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401
+    return time.perf_counter() - start
+
+
 def unlearn(model: nn.Module, pool: AnalysisPool, forget_class: int, config: UnlearnConfig | None = None,
             analyzer: RelevanceAnalyzer | None = None, activations=None) -> UnlearnResult:
     """Forget ``forget_class`` using only the analysis pool (with ``default_config()`` unless a
