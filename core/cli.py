@@ -451,7 +451,7 @@ def format_report(report: dict, classes: list[str]) -> str:
               f"erasure {report['seconds_breakdown'].get('erasure', 0.0):.3f} s, "
               f"relabelling {report['seconds_breakdown'].get('relabelling', 0.0):.3f} s, "
               f"repair {report['seconds_breakdown'].get('repair', 0.0):.3f} s; "
-              f"loading the libraries ({report.get('seconds_loading_libraries', 0.0):.1f} s) and evaluation not included)",
+              f"loading the libraries ({report['seconds_loading_libraries']:.1f} s) and evaluation not included)",
               "selected units: " + "; ".join(f"{k}: {len(v)}" for k, v in report["selected_units"].items())
               + f" (weights perturbed: {report['target_used']})",
               "class direction erased at: " + (", ".join(report["erased_layers"]) or "no layer"),

@@ -205,7 +205,9 @@ def warm_up(model_id: str, _lm: ui.LoadedModel) -> tuple[threading.Thread, threa
 
     def imports():
         # What the Unlearn page and its erase button import (the Model page does not).
-        import core.attribution.canonizers  # noqa: F401  (zennit, torchvision)
+        from core.unlearning.pipeline import load_libraries
+
+        load_libraries()                  # zennit with torchvision, torch.fx's symbolic shapes
         import sklearn.linear_model  # noqa: F401
         import sklearn.metrics  # noqa: F401
         import sklearn.preprocessing  # noqa: F401

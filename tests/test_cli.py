@@ -18,9 +18,8 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 REPORT_KEYS = {"forget_class", "dataset", "arch", "model", "per_class_before", "per_class_after", "forget_acc_before",
                "forget_acc_after", "retain_acc_before", "retain_acc_after", "selected_units", "target_used",
-               "erased_layers", "relabelling", "repair", "seconds_unlearn", "seconds_breakdown", "seconds_loading_libraries",
-               "analysis_size",
-               "analysis_images_used", "eval_split", "eval_size", "seed", "device", "config"}
+               "erased_layers", "relabelling", "repair", "seconds_unlearn", "seconds_breakdown",
+               "seconds_loading_libraries", "analysis_size", "analysis_images_used", "eval_split", "eval_size", "seed", "device", "config"}
 
 
 def test_unlearn_digits_json():
