@@ -191,39 +191,28 @@ def activations(model_id: str, _lm: ui.LoadedModel) -> ui.MemoActivations:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def warm_up(model_id: str, _lm: ui.LoadedModel) -> tuple[threading.Thread, threading.Thread]:
-    """Build, in the background, what a first visit to Unlearn needs for this model, in two threads
-    that overlap on 2 cores: one reads the held-out images and builds the evaluation set's
-    activations before the default layer, at the classifier and before the erasure's layers (the
-    model's convolutions, which free the interpreter); the other imports the modules LRP and the
-    probes need (zennit with torchvision, then scikit-learn: about 4 s of Python, one core). (Also
-    computing the page's answer for the default class here slowed the cold start itself on 2 cores:
-    BENCHMARKS.md, "Dashboard response times".)"""
-    def evaluation():
-        layers = ui.analysable_layers(_lm.model, _lm.card)[-1:]
-        eval_caches(model_id, _lm).warm(layers)
-
-    def imports():
-        # What the Unlearn page and its erase button import (the Model page does not).
+def warm_up(model_id: str, _lm: ui.LoadedModel) -> threading.Thread:
+    """Build, in one background thread, what a first visit to Unlearn needs for this model: first
+    the modules its answer imports (zennit with torchvision, about 2 s of Python on one core, which
+    the Model page does not import), then the held-out images and the evaluation set's activations
+    before the default layer, at the classifier and before the erasure's layers (the model's
+    convolutions, on both cores). One after the other, not side by side: the import held the
+    interpreter for the evaluation thread's Python between its convolutions, and the first visit
+    right after the load took 0.90x the time in one thread (BENCHMARKS.md, "Dashboard response
+    times"). What only the erase button needs (scikit-learn) waits for the first prefetch
+    (:func:`import_erase_libraries`). (Also computing the page's answer for the default class here
+    slowed the cold start itself on 2 cores.)"""
+    def work():
         from core.unlearning.pipeline import load_libraries
 
-        load_libraries()                  # zennit with torchvision, torch.fx's symbolic shapes
-        import sklearn.linear_model  # noqa: F401
-        import sklearn.metrics  # noqa: F401
-        import sklearn.preprocessing  # noqa: F401
-
-    def quietly(work):
-        def run():
-            try:
-                work()
-            except Exception:             # noqa: BLE001 - a warm-up only saves time; the page computes on demand
-                pass
-        return run
-    threads = tuple(threading.Thread(target=quietly(work), name=f"{BACKGROUND}warm-{name}-{model_id[:8]}", daemon=True)
-                    for name, work in (("eval", evaluation), ("imports", imports)))
-    for thread in threads:
-        thread.start()
-    return threads
+        try:
+            load_libraries()              # zennit with torchvision, torch.fx's symbolic shapes
+            eval_caches(model_id, _lm).warm(ui.analysable_layers(_lm.model, _lm.card)[-1:])
+        except Exception:                 # noqa: BLE001 - a warm-up only saves time; the page computes on demand
+            pass
+    thread = threading.Thread(target=work, name=f"{BACKGROUND}warm-{model_id[:8]}", daemon=True)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------- relevance and paths
@@ -544,8 +533,9 @@ def stop_prefetch() -> None:
 
 def prefetch_steps(lm: ui.LoadedModel, cls: int, target: str, method: str, strength: float,
                    position: int | None) -> None:
-    """After the Unlearn page is drawn: in one background thread, the path, explorer, strength sweep
-    and test-image heatmap of the settings one slider step away, into the same caches the page
+    """After the Unlearn page is drawn: in one background thread, first what the erase button
+    imports (:func:`import_erase_libraries`; once per process), then the path, explorer, strength
+    sweep and test-image heatmap of the settings one slider step away, into the same caches the page
     reads, so that the next step finds them there. The sliders that can move: K and H where H is a
     share of each layer (H first: it is what that mode is for), K alone otherwise (H calibrated,
     where a K step re-runs the calibration, or chosen by coverage); the slider last moved first, in
@@ -586,6 +576,10 @@ def prefetch_steps(lm: ui.LoadedModel, cls: int, target: str, method: str, stren
     def work():
         if stop.wait(PREFETCH_DELAY):    # stepping again at once: nothing started to compete with it
             return
+        try:
+            import_erase_libraries()
+        except Exception:            # noqa: BLE001 - only saves time; the erase button imports what it needs
+            pass
         for v, t in settings():
             if stopped():
                 return
@@ -594,6 +588,17 @@ def prefetch_steps(lm: ui.LoadedModel, cls: int, target: str, method: str, stren
             except Exception:        # noqa: BLE001 - a prefetch only saves time; the page computes on demand
                 pass
     threading.Thread(target=work, name=f"{BACKGROUND}prefetch", daemon=True).start()
+
+
+def import_erase_libraries() -> None:
+    """Import what the erase button needs beyond the first answer: scikit-learn's probes (about
+    1.5-2 s of Python, one core; at once when already imported). The prefetch does it first, once
+    the person has been idle for ``PREFETCH_DELAY`` seconds: in the warm-up, beside the first visit's
+    evaluation pass, it held the interpreter for the page's answer, and started right after that
+    answer it slowed the end of the same page run (BENCHMARKS.md, "Dashboard response times")."""
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
 
 
 def with_target(config, target: str):

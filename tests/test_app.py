@@ -938,3 +938,39 @@ def test_the_model_page_imports_neither_lrp_nor_torchvision():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_the_warm_up_readies_the_first_answer_and_leaves_scikit_learn_for_later(shared_data):
+    """After the warm-up a model's first Unlearn answer needs no import and no pass over the
+    evaluation set: zennit is imported and the evaluation set's tensors before the default layer and
+    at the classifier are held (reading them runs no part of the model). scikit-learn, which only the
+    erase button needs, is not imported there: beside the first visit it held the interpreter for
+    the page's answer; the prefetch imports it first. A fresh interpreter, as a server's is."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, logging\n"
+            "logging.disable(logging.WARNING)\n"
+            "from pages import common\n"
+            "from core import ui\n"
+            "from core.models.graph import ModelGraph\n"
+            "entries = ui.model_zoo(common.data_dir())\n"
+            "lm = ui.load_shipped(str(entries[[e.key for e in entries].index(ui.PREFERRED_MODEL)].path))\n"
+            "common.warm_up(lm.checksum, lm).join(240)\n"
+            "print(sorted(m for m in ('zennit', 'torchvision', 'sklearn') if m in sys.modules))\n"
+            "caches = common.eval_caches(lm.checksum, lm)\n"
+            "def refuse(*args, **kwargs): raise AssertionError('the model ran')\n"
+            "ModelGraph.run_probe = ModelGraph.run_segment = refuse\n"
+            "layer = ui.analysable_layers(lm.model, lm.card)[-1]\n"
+            "held = [caches.at(cut).activations[0].shape[0] for cut in (caches.layer_cut(layer), caches.classifier_cut())]\n"
+            "print(held == [len(caches.eval_set)] * 2, len(caches.eval_set))\n"
+            "common.import_erase_libraries()\n"
+            "print('sklearn' in sys.modules)\n")
+    env = dict(os.environ, UNLEARN_DATA_DIR=str(shared_data))   # MNIST: the digits model's data is read by scikit-learn
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()[-3:]
+    assert lines[0] == "['torchvision', 'zennit']", out.stdout
+    assert lines[1].split()[0] == "True" and int(lines[1].split()[1]) > 0, out.stdout
+    assert lines[2] == "True", out.stdout
