@@ -22,7 +22,10 @@ Playwright (never a downloaded browser) and times, from the action to the page b
 Usage: ``python -m benchmarks.dashboard [--data-dir ../shared/data] [--repeats 3] [--pause S] [--shots DIR]``
 (``--shots``: also save screenshots of the Unlearn page at 1280x800 and 1024x768 there), or
 ``--compare OTHER_CHECKOUT [--rounds N]`` to time another checkout and this one alternately in one
-run and print their ratio (this machine's speed drifts by 1.5-2x within an hour).
+run and print their ratio (this machine's speed drifts by 1.5-2x within an hour). With
+``--first-visits N`` only the first two steps run, N times, each on a fresh server: the cold start
+and the first visit right after the load, the figure with the widest spread (with ``--compare``,
+the two checkouts alternate, each first in every other pair).
 """
 from __future__ import annotations
 
@@ -235,6 +238,44 @@ def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROO
     return out
 
 
+def first_visits(data_dir: str | None, times: int, roots: list[Path]) -> dict[str, list[dict]]:
+    """The cold start and the first visit right after the load, ``times`` times per checkout, each on
+    a fresh server; the checkouts alternate, the order reversed in every other pair."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, list[dict]] = {str(root): [] for root in roots}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for i in range(times):
+            for root in roots if i % 2 == 0 else roots[::-1]:
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                page = context.new_page()
+                page.set_default_timeout(300_000)
+                port = free_port()
+                proc, health = start_server(data_dir, port, root)
+                t0 = time.perf_counter() - health
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/model")
+                    page.get_by_role("button", name="Use this model").first.wait_for()
+                    usable = time.perf_counter() - t0
+                    page.get_by_test_id("stPlotlyChart").first.wait_for()
+                    idle(page)
+                    cold = time.perf_counter() - t0
+                    page.goto(f"http://127.0.0.1:{port}/unlearn?forget=3")
+                    start = time.perf_counter()
+                    unlearn_ready(page)
+                    row = {"cold_start_usable_s": usable, "cold_start_s": cold,
+                           "first_visit_after_load_s": time.perf_counter() - start}
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                    context.close()
+                out[str(root)].append(row)
+                print(root.name or str(root), " ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+        browser.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", default="../shared/data")
@@ -246,7 +287,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.0,
                         help="seconds to wait after each answer before the next widget step (default: none)")
+    parser.add_argument("--first-visits", type=int, default=0, metavar="N",
+                        help="only the cold start and the first visit right after the load, N times on fresh servers")
     args = parser.parse_args()
+    if args.first_visits:
+        roots = ([args.compare.resolve()] if args.compare else []) + [ROOT]
+        runs = first_visits(args.data_dir, args.first_visits, roots)
+        for root, rows in runs.items():
+            visits = [r["first_visit_after_load_s"] for r in rows]
+            print(f"{root}: first visit after the load {', '.join(f'{v:.2f}' for v in visits)} s; median "
+                  f"{statistics.median(visits):.2f}, worst {max(visits):.2f}; a usable zoo at worst "
+                  f"{max(r['cold_start_usable_s'] for r in rows):.2f} s")
+        if args.compare:
+            a, b = (statistics.median(r["first_visit_after_load_s"] for r in rows) for rows in runs.values())
+            print(f"this / other: {b / a:.2f}")
+        return
     if args.compare is None:
         result = run(args.data_dir, args.repeats, args.shots, pause=args.pause)
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
