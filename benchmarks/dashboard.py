@@ -141,6 +141,26 @@ def unlearn_ready(page) -> None:
     idle(page)
 
 
+def cold_start(page, url: str, t0: float, out: dict) -> None:
+    """The Model page of a server launched at ``t0``: the seconds until its zoo is usable and until
+    its chart is drawn, into ``out``."""
+    page.goto(f"{url}/model")
+    page.get_by_role("heading", name="Model zoo").wait_for()
+    page.get_by_role("button", name="Use this model").first.wait_for()
+    out["cold_start_usable_s"] = time.perf_counter() - t0       # the zoo drawn, its buttons live
+    page.get_by_test_id("stPlotlyChart").first.wait_for()
+    idle(page)
+    out["cold_start_s"] = time.perf_counter() - t0              # the whole page, its chart drawn
+
+
+def first_visit_after_load(page, url: str, out: dict) -> None:
+    """Straight after :func:`cold_start`: the seconds until ``/unlearn?forget=3`` has its answer, into ``out``."""
+    page.goto(f"{url}/unlearn?forget=3")
+    start = time.perf_counter()
+    unlearn_ready(page)
+    out["first_visit_after_load_s"] = time.perf_counter() - start
+
+
 class Figures(dict):
     """The figures, printed as they come (a long run under load still tells what it measured)."""
 
@@ -168,19 +188,9 @@ def run(data_dir: str | None, repeats: int, shots: Path | None, root: Path = ROO
         proc, health = start_server(data_dir, port, root)
         t0 = time.perf_counter() - health
         try:
-            page.goto(f"{url}/model")
-            page.get_by_role("heading", name="Model zoo").wait_for()
-            page.get_by_role("button", name="Use this model").first.wait_for()
-            out["cold_start_usable_s"] = time.perf_counter() - t0       # the zoo drawn, its buttons live
-            page.get_by_test_id("stPlotlyChart").first.wait_for()
-            idle(page)
-            out["cold_start_s"] = time.perf_counter() - t0              # the whole page, its chart drawn
+            cold_start(page, url, t0, out)
             out["server_up_s"] = health
-
-            page.goto(f"{url}/unlearn?forget=3")
-            start = time.perf_counter()
-            unlearn_ready(page)
-            out["first_visit_after_load_s"] = time.perf_counter() - start
+            first_visit_after_load(page, url, out)
             out["first_visit_other_class_s"] = choose(page, "Forget class", "8")
 
             def step(label: str, key: str = "ArrowRight") -> float:
@@ -254,18 +264,10 @@ def first_visits(data_dir: str | None, times: int, roots: list[Path]) -> dict[st
                 port = free_port()
                 proc, health = start_server(data_dir, port, root)
                 t0 = time.perf_counter() - health
+                row: dict[str, float] = {}
                 try:
-                    page.goto(f"http://127.0.0.1:{port}/model")
-                    page.get_by_role("button", name="Use this model").first.wait_for()
-                    usable = time.perf_counter() - t0
-                    page.get_by_test_id("stPlotlyChart").first.wait_for()
-                    idle(page)
-                    cold = time.perf_counter() - t0
-                    page.goto(f"http://127.0.0.1:{port}/unlearn?forget=3")
-                    start = time.perf_counter()
-                    unlearn_ready(page)
-                    row = {"cold_start_usable_s": usable, "cold_start_s": cold,
-                           "first_visit_after_load_s": time.perf_counter() - start}
+                    cold_start(page, f"http://127.0.0.1:{port}", t0, row)
+                    first_visit_after_load(page, f"http://127.0.0.1:{port}", row)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=30)
